@@ -1,0 +1,147 @@
+//! `init`, `ingest`, `estimate`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use dsvault::ops::ingest::{self, IngestOptions, IngestReport, SkippedFile};
+use dsvault::{DatasetName, Kind, Vault};
+
+use super::output::{bytes, json_line};
+use super::progress::Bar;
+use super::Globals;
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Where packs, manifests and refs live (default: file://store inside the vault).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// The folder to ingest.
+    src: PathBuf,
+    /// Dataset name: letters, digits and . _ + - (becomes gold/NAME@VERSION).
+    #[arg(long)]
+    name: String,
+    /// Dataset version, same alphabet as the name; NAME@VERSION can never change once sealed.
+    #[arg(long)]
+    version: String,
+    /// Store symlinks that point outside the source tree instead of refusing them.
+    #[arg(long)]
+    allow_external_symlinks: bool,
+    /// Read and hash every file, ignoring the files cache.
+    #[arg(long)]
+    rehash: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct EstimateArgs {
+    /// The folder to estimate.
+    src: PathBuf,
+}
+
+pub fn init(g: &Globals, a: InitArgs) -> Result<i32> {
+    let vault = Vault::init(&g.vault_dir, a.store.as_deref())
+        .with_context(|| format!("creating a vault at {}", g.vault_dir.display()))?;
+    if g.json {
+        json_line(&serde_json::json!({ "vault": vault.dir(), "store": vault.config().store }))?;
+    } else if !g.quiet {
+        println!(
+            "created vault {} (store {})",
+            vault.dir().display(),
+            vault.config().store
+        );
+    }
+    Ok(0)
+}
+
+fn warn_skipped(g: &Globals, skipped: &[SkippedFile]) {
+    if g.quiet || g.json {
+        return;
+    }
+    for s in skipped {
+        eprintln!(
+            "dsvault: warning: skipped {} ({}): only files, folders and symlinks are stored",
+            s.path.display(),
+            s.reason
+        );
+    }
+}
+
+pub fn ingest(g: &Globals, a: IngestArgs) -> Result<i32> {
+    let name = DatasetName::new(Kind::Gold, &a.name, &a.version)?;
+    let vault =
+        Vault::open_or_init(&g.vault_dir).with_context(|| format!("opening the vault at {}", g.vault_dir.display()))?;
+    let mut opts = IngestOptions::new(a.src.clone(), name.clone());
+    opts.allow_external_symlinks = a.allow_external_symlinks;
+    opts.rehash = a.rehash;
+    if let Some(t) = a.threads {
+        opts.threads = t.max(1);
+    }
+    let bar = Bar::new(g, "ingest");
+    let report =
+        ingest::ingest(&vault, &opts, &bar).with_context(|| format!("ingesting {} as {name}", a.src.display()))?;
+    warn_skipped(g, &report.skipped);
+    if g.json {
+        json_line(&report)?;
+    } else if !g.quiet {
+        print_ingest(&report);
+    }
+    Ok(0)
+}
+
+fn print_ingest(r: &IngestReport) {
+    let rate = r.bytes as f64 / r.seconds.max(1e-9) / (1024.0 * 1024.0);
+    if r.already_present {
+        println!(
+            "{} already present with the same content (root {}); nothing sealed",
+            r.dataset, r.root
+        );
+    } else {
+        println!("{}  root {}", r.dataset, r.root);
+    }
+    println!(
+        "  {} files, {} folders, {} symlinks, {} logical, {} new in the store ({:.1} s, {rate:.0} MiB/s{})",
+        r.files,
+        r.dirs,
+        r.symlinks,
+        bytes(r.bytes),
+        bytes(r.stored_bytes),
+        r.seconds,
+        if r.files_from_cache > 0 {
+            format!(", {} files unchanged since last ingest", r.files_from_cache)
+        } else {
+            String::new()
+        }
+    );
+}
+
+pub fn estimate(g: &Globals, a: EstimateArgs) -> Result<i32> {
+    let vault =
+        Vault::open_or_init(&g.vault_dir).with_context(|| format!("opening the vault at {}", g.vault_dir.display()))?;
+    let bar = Bar::new(g, "estimate");
+    let r = ingest::estimate(&vault, &a.src, &bar).with_context(|| format!("estimating {}", a.src.display()))?;
+    warn_skipped(g, &r.skipped);
+    if g.json {
+        json_line(&r)?;
+    } else if !g.quiet {
+        println!(
+            "{}: {} files, {} folders, {} symlinks",
+            r.source.display(),
+            r.files,
+            r.dirs,
+            r.symlinks
+        );
+        println!("  logical            {}", bytes(r.bytes));
+        println!("  after dedup        {}  (within the source)", bytes(r.unique_bytes));
+        println!("  new to this vault  {}  (before compression)", bytes(r.new_bytes));
+        println!("  took {:.1} s", r.seconds);
+    }
+    Ok(0)
+}

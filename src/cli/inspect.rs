@@ -1,0 +1,132 @@
+//! `ls`, `show`, `stats`.
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use dsvault::catalog::DatasetRow;
+use dsvault::{DatasetRef, Kind};
+
+use super::output::{bytes, json_line, timestamp};
+use super::Globals;
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// `gold`, `derived`, or a dataset NAME (all its versions).
+    filter: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// gold/NAME@VERSION, derived/NAME@VERSION or NAME@VERSION.
+    dataset: DatasetRef,
+}
+
+fn dataset_json(d: &DatasetRow) -> serde_json::Value {
+    json!({
+        "dataset": d.name.to_string(),
+        "kind": d.name.kind.as_str(),
+        "name": d.name.name,
+        "version": d.name.version,
+        "root": d.root.map(|r| r.to_hex()),
+        "files": d.files,
+        "dirs": d.dirs,
+        "symlinks": d.symlinks,
+        "bytes": d.bytes,
+        "stored_bytes": d.stored_bytes,
+        "source": d.source,
+        "created_at": timestamp(d.created_at),
+        "sealed_at": d.sealed_at.map(timestamp),
+    })
+}
+
+pub fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
+    let catalog = g.open_vault()?.catalog()?;
+    let (kind, name) = match a.filter.as_deref() {
+        None => (None, None),
+        Some("gold") => (Some(Kind::Gold), None),
+        Some("derived") => (Some(Kind::Derived), None),
+        Some(n) => {
+            dsvault::dataset::validate_component("dataset name", n)?;
+            (None, Some(n))
+        }
+    };
+    for d in catalog.list_datasets(kind, name)? {
+        if g.json {
+            json_line(&dataset_json(&d))?;
+        } else {
+            let root = d.root.map(|r| r.to_hex()[..16].to_string()).unwrap_or_default();
+            println!(
+                "{:<40} {root}  {:>8} files  {:>10}",
+                d.name.to_string(),
+                d.files,
+                bytes(d.bytes)
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn show(g: &Globals, a: ShowArgs) -> Result<i32> {
+    let catalog = g.open_vault()?.catalog()?;
+    let d = catalog.resolve(&a.dataset)?;
+    if g.json {
+        json_line(&dataset_json(&d))?;
+        return Ok(0);
+    }
+    println!("{}", d.name);
+    println!("  root          {}", d.root.map(|r| r.to_hex()).unwrap_or_default());
+    println!(
+        "  files         {} ({} folders, {} symlinks)",
+        d.files, d.dirs, d.symlinks
+    );
+    println!("  logical       {} ({} bytes)", bytes(d.bytes), d.bytes);
+    println!(
+        "  stored        {} added by this dataset's ingest",
+        bytes(d.stored_bytes)
+    );
+    println!("  source        {}", d.source.as_deref().unwrap_or("-"));
+    println!("  sealed        {}", d.sealed_at.map(timestamp).unwrap_or_default());
+    println!(
+        "  lineage       {}",
+        if d.name.kind == Kind::Gold {
+            "gold (ingested from source)"
+        } else {
+            "-"
+        }
+    );
+    Ok(0)
+}
+
+pub fn stats(g: &Globals) -> Result<i32> {
+    let s = dsvault::ops::stats::stats(&g.open_vault()?)?;
+    if g.json {
+        json_line(&s)?;
+        return Ok(0);
+    }
+    println!(
+        "{:<40} {:>10} {:>12} {:>12} {:>12}",
+        "dataset", "files", "logical", "added", "referenced"
+    );
+    for d in &s.datasets {
+        println!(
+            "{:<40} {:>10} {:>12} {:>12} {:>12}",
+            d.dataset,
+            d.files,
+            bytes(d.bytes),
+            bytes(d.stored_bytes),
+            bytes(d.referenced_stored_bytes)
+        );
+    }
+    println!();
+    println!(
+        "vault: {} logical in {} datasets, {} stored in {} packs ({} chunks); dedup ratio {:.2}x",
+        bytes(s.logical_bytes),
+        s.datasets.len(),
+        bytes(s.stored_bytes),
+        s.packs,
+        s.chunks,
+        s.dedup_ratio
+    );
+    Ok(0)
+}

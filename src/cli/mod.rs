@@ -1,0 +1,121 @@
+//! Command-line interface: argument parsing, progress bars, human or JSON output.
+//!
+//! Owns: everything the user sees. The library below never prints; each command here calls
+//! one operation and renders its report. Exit codes: 0 success, 1 error, 2 usage error.
+//! A closed stdout (`dsvault ls | head`) is a normal exit.
+
+mod data;
+mod ingest;
+mod inspect;
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use dsvault::Vault;
+
+/// dsvault: immutable, deduplicated, verifiable ML datasets.
+#[derive(Parser, Debug)]
+#[command(name = "dsvault", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The vault folder (default: $DSVAULT_DIR, else the platform data dir, e.g. ~/.local/share/dsvault).
+    #[arg(long, global = true, env = "DSVAULT_DIR", value_name = "DIR")]
+    vault: Option<PathBuf>,
+    /// Print one JSON object (one per line for lists) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars and no warnings; errors still go to stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a vault.
+    Init(ingest::InitArgs),
+    /// Ingest a folder as the immutable gold dataset NAME@VERSION.
+    Ingest(ingest::IngestArgs),
+    /// What ingesting a folder would store, storing nothing.
+    Estimate(ingest::EstimateArgs),
+    /// List datasets, one a line.
+    Ls(inspect::LsArgs),
+    /// A dataset's root hash, size, stored bytes and origin.
+    Show(inspect::ShowArgs),
+    /// Logical versus stored bytes, per dataset and for the vault.
+    Stats,
+    /// Write one file of a dataset to stdout.
+    Cat(data::CatArgs),
+    /// Materialise a dataset as plain files in a new folder.
+    Export(data::ExportArgs),
+    /// Check the catalog against the store; --read-data re-hashes every stored byte.
+    Verify(data::VerifyArgs),
+}
+
+/// Global settings every command sees.
+pub struct Globals {
+    pub vault_dir: PathBuf,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Globals {
+    pub fn open_vault(&self) -> Result<Vault> {
+        Vault::open(&self.vault_dir).with_context(|| format!("opening the vault at {}", self.vault_dir.display()))
+    }
+}
+
+fn default_vault_dir() -> PathBuf {
+    directories::ProjectDirs::from("", "", "dsvault")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".dsvault"))
+}
+
+/// Parse, run, and turn the outcome into an exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let filter = if cli.quiet { "error" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DSVAULT_LOG").unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let globals = Globals {
+        vault_dir: cli.vault.clone().unwrap_or_else(default_vault_dir),
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match run(&globals, cli.command) {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("dsvault: error: {e:#}");
+            1
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(g: &Globals, command: Command) -> Result<i32> {
+    match command {
+        Command::Init(a) => ingest::init(g, a),
+        Command::Ingest(a) => ingest::ingest(g, a),
+        Command::Estimate(a) => ingest::estimate(g, a),
+        Command::Ls(a) => inspect::ls(g, a),
+        Command::Show(a) => inspect::show(g, a),
+        Command::Stats => inspect::stats(g),
+        Command::Cat(a) => data::cat(g, a),
+        Command::Export(a) => data::export(g, a),
+        Command::Verify(a) => data::verify(g, a),
+    }
+}

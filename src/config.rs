@@ -1,0 +1,151 @@
+//! `vault.toml`: the settings a vault was created with and must keep.
+//!
+//! Owns: the format version, the store URL, the chunking parameters (part of the on-disk
+//! format: changing them changes every chunk boundary, so they are pinned per vault together
+//! with the chunker crate's version) and the compression policy.
+//! Never: holds credentials; those come from the environment only.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Vault format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Settings of one vault, stored as `vault.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VaultConfig {
+    pub format: u32,
+    /// Where packs, manifests and refs live: `file://...` (default: `<vault>/store`).
+    pub store: String,
+    pub chunking: ChunkingConfig,
+    pub compression: CompressionConfig,
+    pub packs: PackConfig,
+}
+
+/// FastCDC parameters; part of the on-disk format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkingConfig {
+    /// Always "fastcdc-v2020".
+    pub algorithm: ChunkAlgorithm,
+    /// Major version of the `fastcdc` crate whose cut points this vault uses.
+    pub crate_major: u32,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkAlgorithm {
+    #[serde(rename = "fastcdc-v2020")]
+    FastCdc2020,
+}
+
+/// When a chunk is stored zstd-compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressionConfig {
+    /// zstd level for chunks that compress.
+    pub zstd_level: i32,
+    /// A chunk is stored compressed only if that saves at least this percentage.
+    pub min_saving_percent: u32,
+}
+
+/// Pack sizing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackConfig {
+    /// A pack is sealed once it holds at least this many bytes.
+    pub target_size: u64,
+}
+
+impl Default for ChunkingConfig {
+    /// Chosen by benchmark (docs/FORMAT.md, "Chunk size"): 512 KiB average keeps an edit's
+    /// cost to about a megabyte while a terabyte needs ~2M chunk rows.
+    fn default() -> Self {
+        ChunkingConfig {
+            algorithm: ChunkAlgorithm::FastCdc2020,
+            crate_major: 5,
+            min_size: 128 * 1024,
+            avg_size: 512 * 1024,
+            max_size: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            format: FORMAT_VERSION,
+            store: "file://store".to_string(),
+            chunking: ChunkingConfig::default(),
+            compression: CompressionConfig {
+                zstd_level: 3,
+                min_saving_percent: 10,
+            },
+            packs: PackConfig {
+                target_size: 32 * 1024 * 1024,
+            },
+        }
+    }
+}
+
+impl VaultConfig {
+    /// Read and check `vault.toml`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(Error::io_at("reading", path))?;
+        let config: VaultConfig =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        if config.format > FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: config.format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        config
+            .chunking
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        Ok(config)
+    }
+
+    /// Serialise for writing.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).expect("config serialises");
+        format!("# dsvault vault settings. The chunking section is part of the on-disk format: never edit it.\n{body}")
+    }
+}
+
+impl ChunkingConfig {
+    /// Check the parameters against what the chunker accepts.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let (min, avg, max) = (self.min_size, self.avg_size, self.max_size);
+        if self.crate_major != 5 {
+            return Err(format!(
+                "chunker crate major {} is not supported (this build uses 5)",
+                self.crate_major
+            ));
+        }
+        if !(64..=1 << 20).contains(&min) || !(256..=1 << 22).contains(&avg) || !(1024..=1 << 24).contains(&max) {
+            return Err("chunk sizes out of range".into());
+        }
+        if min % 2 != 0 || avg % 2 != 0 || max % 2 != 0 || !(min < avg && avg < max) {
+            return Err("chunk sizes must be even and min < avg < max".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_round_trips_through_toml() {
+        let config = VaultConfig::default();
+        let parsed: VaultConfig = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(config, parsed);
+        config.chunking.validate().unwrap();
+    }
+}

@@ -1,0 +1,123 @@
+//! The library's error type.
+//!
+//! Policy: every fallible public function returns [`Result<T>`] with this one enum. Each
+//! variant names the thing that failed (a path, a dataset, a chunk) so that the CLI can print
+//! it as is; the CLI adds the command's context with `anyhow`, the library never wraps an
+//! `Error` in another `Error`. I/O errors always carry the path they happened on and what we
+//! were doing; `ENOSPC` becomes [`Error::NoSpace`] so users get an actionable message.
+
+use std::path::{Path, PathBuf};
+
+use crate::id::{ChunkId, PackId};
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no space left on the device holding {}: free some space or move the vault (--vault) and run the command again; nothing was sealed", path.display())]
+    NoSpace { path: PathBuf },
+    #[error("catalog: {0}")]
+    Catalog(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error("no vault at {}: create one with `dsvault init` (or `dsvault ingest`, which creates it)", .0.display())]
+    NoVault(PathBuf),
+    #[error("vault format {found} at {} is newer than this dsvault understands ({supported}); upgrade dsvault", path.display())]
+    UnsupportedFormat { path: PathBuf, found: u32, supported: u32 },
+    #[error("not a valid blake3 hash: {0:?} (expected 64 hex characters)")]
+    InvalidHash(String),
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("no dataset {0}; `dsvault ls` lists the datasets in this vault")]
+    DatasetNotFound(String),
+    #[error("{name} is ambiguous: it names {candidates}; say which with gold/ or derived/")]
+    AmbiguousDataset { name: String, candidates: String },
+    #[error("{dataset} already exists with root {existing} but this source has root {new}; gold datasets never change: ingest it under a new --version")]
+    DatasetExists {
+        dataset: String,
+        existing: String,
+        new: String,
+    },
+    #[error("another ingest of {dataset} is running (pid {pid}); wait for it to finish")]
+    IngestInProgress { dataset: String, pid: u32 },
+    #[error("source {} does not exist", .0.display())]
+    SourceMissing(PathBuf),
+    #[error("source {} is not a folder: ingest takes a folder (put the file in a folder of its own)", .0.display())]
+    SourceNotDir(PathBuf),
+    #[error("cannot read {}: {source}; fix its permissions or remove it from the source, then run the command again (nothing was sealed)", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} changed while it was being read; run the command again once nothing writes to the source (nothing was sealed)", .0.display())]
+    ChangedDuringRead(PathBuf),
+    #[error("symlink {} points outside the source tree (to {target:?}); pass --allow-external-symlinks to store it anyway", path.display())]
+    ExternalSymlink { path: PathBuf, target: String },
+    #[error("chunk {chunk} in pack {pack} is damaged: {detail}")]
+    CorruptChunk {
+        chunk: ChunkId,
+        pack: PackId,
+        detail: String,
+    },
+    #[error("pack {pack} is damaged: {detail}")]
+    CorruptPack { pack: PackId, detail: String },
+    #[error("pack {0} is missing from the store")]
+    MissingPack(PackId),
+    #[error("chunk {0} is not in the catalog")]
+    MissingChunk(ChunkId),
+    #[error("{dataset} has no {path}")]
+    PathNotFound { dataset: String, path: String },
+    #[error("{dataset}:{path} is not a regular file")]
+    NotAFile { dataset: String, path: String },
+    #[error("{}: {reason}", path.display())]
+    Destination { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Damaged(String),
+    #[error("{0}")]
+    Manifest(String),
+}
+
+impl Error {
+    /// Wrap an I/O error with the action and path it concerns; `ENOSPC` and `EDQUOT` become
+    /// [`Error::NoSpace`].
+    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::NoSpace {
+                path: path.to_path_buf(),
+            },
+            _ => Error::Io {
+                action,
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
+
+    /// A closure for `map_err` that wraps an I/O error with its action and path.
+    pub fn io_at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Self + 'a {
+        move |e| Error::io(action, path, e)
+    }
+
+    /// True when the catalog reported SQLITE_FULL or the disk is full.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::NoSpace { .. } => true,
+            Error::Catalog(rusqlite::Error::SqliteFailure(e, _)) => e.code == rusqlite::ErrorCode::DiskFull,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! dsvault: a content-addressed, deduplicated, verifiable store for ML datasets.
+//!
+//! Layers, top to bottom (dependencies point down only):
+//!
+//! - [`ops`]: one module per verb (ingest, estimate, verify, export, stats); no printing,
+//!   progress through [`progress::Progress`].
+//! - [`catalog`] (SQLite), [`chunker`] (FastCDC), [`pack`] (pack format), [`store`] (where
+//!   packs, manifests and refs live), [`manifest`] (root hashes and manifests).
+//! - [`id`] (typed blake3 ids) and [`error`] (the one error enum).
+//!
+//! See docs/ARCHITECTURE.md for the why, docs/FORMAT.md for the bytes on disk.
+//!
+//! ```no_run
+//! use dsvault::{ops::ingest, DatasetName, Kind, Vault};
+//! let vault = Vault::open_or_init("/tmp/v".as_ref())?;
+//! let opts = ingest::IngestOptions::new("/data/mnist".into(), DatasetName::new(Kind::Gold, "mnist", "v1")?);
+//! let report = ingest::ingest(&vault, &opts, &dsvault::progress::NoProgress)?;
+//! println!("{} {}", report.dataset, report.root);
+//! # Ok::<(), dsvault::Error>(())
+//! ```
+
+pub mod catalog;
+pub mod chunker;
+pub mod config;
+pub mod crashpoint;
+pub mod dataset;
+pub mod error;
+pub mod id;
+pub mod manifest;
+pub mod ops;
+pub mod pack;
+pub mod progress;
+pub mod store;
+pub mod vault;
+
+pub use dataset::{DatasetName, DatasetRef, Kind};
+pub use error::{Error, Result};
+pub use id::{ChunkId, ContentId, PackId, RootHash};
+pub use vault::Vault;

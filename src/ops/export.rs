@@ -1,0 +1,215 @@
+//! `export` and `cat`: dataset bytes back out, every chunk checked against its hash first.
+//!
+//! Owns: materialising a dataset as plain files, and streaming one file. A damaged chunk
+//! stops the operation with an error naming the dataset, the file and the chunk; a partial
+//! file is removed, never left with wrong bytes. `export` writes only into a destination it
+//! creates (or an empty folder), creates every file and folder exclusively and never opens
+//! through a symlink (`O_NOFOLLOW`), so a symlink planted in the destination is refused.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::catalog::{Catalog, DatasetRow, Entry, EntryKind};
+use crate::dataset::DatasetRef;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::vault::Vault;
+
+/// What `export` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub dataset: String,
+    pub destination: PathBuf,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+/// Stream a file's verified bytes to `out`; returns bytes written.
+pub fn write_content(
+    store: &Store,
+    catalog: &Catalog,
+    dataset: &DatasetRow,
+    entry: &Entry,
+    out: &mut dyn Write,
+) -> Result<u64> {
+    let Some(content_id) = entry.content_id else {
+        return Ok(0);
+    };
+    let path = String::from_utf8_lossy(&entry.path()).into_owned();
+    let damaged = |e: Error| {
+        Error::Damaged(format!("{}:{path}: {e}; the file cannot be read until the pack is repaired (`dsvault verify --read-data` lists all damage)", dataset.name))
+    };
+    let mut written = 0u64;
+    for c in catalog.content_chunks(content_id)? {
+        let loc = catalog.chunk_location(c.chunk).map_err(damaged)?;
+        let bytes = store.read_chunk(loc.pack, &loc.entry).map_err(damaged)?;
+        out.write_all(&bytes)
+            .map_err(|e| Error::io("writing", Path::new(&path), e))?;
+        written += bytes.len() as u64;
+    }
+    if written != entry.size {
+        return Err(Error::Damaged(format!(
+            "{}:{path}: chunks hold {written} bytes, the file is {} bytes",
+            dataset.name, entry.size
+        )));
+    }
+    Ok(written)
+}
+
+/// `cat`: one file of a dataset to `out`.
+pub fn cat(vault: &Vault, dataset: &DatasetRef, path: &str, out: &mut dyn Write) -> Result<u64> {
+    let catalog = vault.catalog()?;
+    let d = catalog.resolve(dataset)?;
+    let rel = path.trim_matches('/');
+    let entry = catalog
+        .entry_at(d.id, rel.as_bytes())?
+        .ok_or_else(|| Error::PathNotFound {
+            dataset: d.name.to_string(),
+            path: path.to_string(),
+        })?;
+    if entry.kind != EntryKind::File {
+        return Err(Error::NotAFile {
+            dataset: d.name.to_string(),
+            path: path.to_string(),
+        });
+    }
+    write_content(vault.store(), &catalog, &d, &entry, out)
+}
+
+/// A name component from the catalog must be a plain name: a manifest from elsewhere could
+/// carry `..` or a `/` and must not steer writes outside the destination.
+fn safe_component(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+fn safe_relative(entry: &Entry) -> bool {
+    safe_component(&entry.name) && (entry.parent.is_empty() || entry.parent.split(|&b| b == b'/').all(safe_component))
+}
+
+fn prepare_destination(dest: &Path) -> Result<()> {
+    let refuse = |reason: &str| {
+        Err(Error::Destination {
+            path: dest.to_path_buf(),
+            reason: reason.to_string(),
+        })
+    };
+    match fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir(dest).map_err(Error::io_at("creating", dest))
+        }
+        Err(e) => Err(Error::io("checking", dest, e)),
+        Ok(m) if m.file_type().is_symlink() => refuse("is a symlink; export into a real, empty folder"),
+        Ok(m) if !m.is_dir() => refuse("exists and is not a folder"),
+        Ok(_) => {
+            if fs::read_dir(dest)
+                .map_err(Error::io_at("listing", dest))?
+                .next()
+                .is_some()
+            {
+                return refuse("is not empty; export into a new or empty folder");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn mtime(ns: i64) -> std::time::SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+/// `export`: materialise a dataset under `dest`.
+pub fn export(vault: &Vault, dataset: &DatasetRef, dest: &Path, progress: &dyn Progress) -> Result<ExportReport> {
+    let catalog = vault.catalog()?;
+    let d = catalog.resolve(dataset)?;
+    prepare_destination(dest)?;
+    progress.set_total(d.bytes);
+    let mut report = ExportReport {
+        dataset: d.name.to_string(),
+        destination: dest.to_path_buf(),
+        files: 0,
+        dirs: 0,
+        symlinks: 0,
+        bytes: 0,
+    };
+    let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
+    catalog.for_each_entry(d.id, |e| {
+        if !safe_relative(&e) {
+            return Err(Error::Damaged(format!(
+                "{}: entry {:?} is not a safe relative path; refusing to export it",
+                d.name,
+                String::from_utf8_lossy(&e.path())
+            )));
+        }
+        let target = dest.join(std::ffi::OsStr::from_bytes(&e.path()));
+        match e.kind {
+            EntryKind::Dir => {
+                fs::create_dir(&target).map_err(Error::io_at("creating folder", &target))?;
+                dirs.push((target, e.mode, e.mtime_ns));
+                report.dirs += 1;
+            }
+            EntryKind::Symlink => {
+                let link = e.target.as_deref().unwrap_or_default();
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), &target)
+                    .map_err(Error::io_at("creating symlink", &target))?;
+                report.symlinks += 1;
+            }
+            EntryKind::File => {
+                let bytes = export_file(vault.store(), &catalog, &d, &e, &target)?;
+                report.files += 1;
+                report.bytes += bytes;
+                progress.advance(bytes);
+            }
+        }
+        Ok(())
+    })?;
+    // Folder modes last (a read-only folder must be filled first), deepest first.
+    for (path, mode, mtime_ns) in dirs.iter().rev() {
+        fs::set_permissions(path, fs::Permissions::from_mode(*mode))
+            .map_err(Error::io_at("setting permissions of", path))?;
+        if let Ok(f) = File::open(path) {
+            let _ = f.set_modified(mtime(*mtime_ns));
+        }
+    }
+    progress.finish();
+    Ok(report)
+}
+
+fn export_file(store: &Store, catalog: &Catalog, d: &DatasetRow, e: &Entry, target: &Path) -> Result<u64> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(target)
+        .map_err(Error::io_at("creating file", target))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+    let written = write_content(store, catalog, d, e, &mut out)
+        .and_then(|n| out.flush().map(|_| n).map_err(Error::io_at("writing", target)));
+    drop(out);
+    let written = match written {
+        Ok(n) => n,
+        Err(err) => {
+            drop(file);
+            let _ = fs::remove_file(target);
+            return Err(err);
+        }
+    };
+    file.set_permissions(fs::Permissions::from_mode(e.mode))
+        .map_err(Error::io_at("setting permissions of", target))?;
+    file.set_modified(mtime(e.mtime_ns))
+        .map_err(Error::io_at("setting the time of", target))?;
+    Ok(written)
+}

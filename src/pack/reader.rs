@@ -1,0 +1,187 @@
+//! Reading a pack's index and checking a whole pack.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::{decode_chunk, Codec, IndexEntry, ENTRY_LEN, FOOTER_LEN, FOOTER_MAGIC, HEADER_LEN, HEADER_MAGIC};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, PackId};
+
+/// Parse the footer from a pack's last [`FOOTER_LEN`] bytes: (index offset, chunk count).
+fn parse_footer(pack: PackId, footer: &[u8]) -> Result<(u64, usize, [u8; 32])> {
+    let bad = |d: &str| Error::CorruptPack {
+        pack,
+        detail: d.to_string(),
+    };
+    if footer.len() != FOOTER_LEN || &footer[48..56] != FOOTER_MAGIC {
+        return Err(bad("no pack footer (truncated or not a pack)"));
+    }
+    let index_offset = u64::from_le_bytes(footer[0..8].try_into().unwrap());
+    let count = u32::from_le_bytes(footer[8..12].try_into().unwrap()) as usize;
+    let version = u32::from_le_bytes(footer[12..16].try_into().unwrap());
+    if version != super::PACK_VERSION {
+        return Err(bad("unknown pack version"));
+    }
+    Ok((index_offset, count, footer[16..48].try_into().unwrap()))
+}
+
+/// Parse an index given the pack's total size, the index bytes and the footer.
+fn parse_entries(
+    pack: PackId,
+    size: u64,
+    index: &[u8],
+    count: usize,
+    index_hash: &[u8; 32],
+) -> Result<Vec<IndexEntry>> {
+    let bad = |d: String| Error::CorruptPack { pack, detail: d };
+    if index.len() != count * ENTRY_LEN || blake3::hash(index).as_bytes() != index_hash {
+        return Err(bad("index does not match its hash".into()));
+    }
+    let data_end = size - FOOTER_LEN as u64 - index.len() as u64;
+    index
+        .chunks_exact(ENTRY_LEN)
+        .map(|e| {
+            let entry = IndexEntry {
+                chunk: ChunkId::from_slice(&e[0..32]).unwrap(),
+                offset: u64::from_le_bytes(e[32..40].try_into().unwrap()),
+                stored_len: u32::from_le_bytes(e[40..44].try_into().unwrap()),
+                raw_len: u32::from_le_bytes(e[44..48].try_into().unwrap()),
+                codec: Codec::from_u8(e[48]).ok_or_else(|| bad(format!("unknown codec {}", e[48])))?,
+            };
+            if entry.offset < HEADER_LEN || entry.offset + entry.stored_len as u64 > data_end {
+                return Err(bad(format!("chunk {} lies outside the pack", entry.chunk)));
+            }
+            Ok(entry)
+        })
+        .collect()
+}
+
+/// Parse the index of a pack held in memory.
+pub fn parse_index(pack: PackId, bytes: &[u8]) -> Result<Vec<IndexEntry>> {
+    if bytes.len() < HEADER_LEN as usize + FOOTER_LEN || &bytes[..8] != HEADER_MAGIC {
+        return Err(Error::CorruptPack {
+            pack,
+            detail: "no pack header".into(),
+        });
+    }
+    let (index_offset, count, index_hash) = parse_footer(pack, &bytes[bytes.len() - FOOTER_LEN..])?;
+    let index_end = bytes.len() - FOOTER_LEN;
+    if index_offset as usize > index_end {
+        return Err(Error::CorruptPack {
+            pack,
+            detail: "index offset past the end".into(),
+        });
+    }
+    parse_entries(
+        pack,
+        bytes.len() as u64,
+        &bytes[index_offset as usize..index_end],
+        count,
+        &index_hash,
+    )
+}
+
+/// Read just the index of a pack file (footer, then index), without reading its chunks.
+pub fn read_index_from_file(pack: PackId, path: &Path) -> Result<Vec<IndexEntry>> {
+    let file = File::open(path).map_err(Error::io_at("opening pack", path))?;
+    let size = file.metadata().map_err(Error::io_at("reading", path))?.len();
+    if size < HEADER_LEN + FOOTER_LEN as u64 {
+        return Err(Error::CorruptPack {
+            pack,
+            detail: format!("only {size} bytes"),
+        });
+    }
+    let mut footer = [0u8; FOOTER_LEN];
+    file.read_exact_at(&mut footer, size - FOOTER_LEN as u64)
+        .map_err(Error::io_at("reading", path))?;
+    let (index_offset, count, index_hash) = parse_footer(pack, &footer)?;
+    let index_len = (count * ENTRY_LEN) as u64;
+    if index_offset + index_len + FOOTER_LEN as u64 != size {
+        return Err(Error::CorruptPack {
+            pack,
+            detail: "index does not end at the footer".into(),
+        });
+    }
+    let mut index = vec![0u8; index_len as usize];
+    file.read_exact_at(&mut index, index_offset)
+        .map_err(Error::io_at("reading", path))?;
+    parse_entries(pack, size, &index, count, &index_hash)
+}
+
+/// What a full check of one pack found.
+#[derive(Debug, Default)]
+pub struct PackDamage {
+    /// The pack's bytes do not hash to its name.
+    pub hash_mismatch: bool,
+    /// The index could not be read; every chunk the catalog places here is suspect.
+    pub unreadable_index: Option<String>,
+    /// Chunks whose stored bytes do not decode to their id.
+    pub bad_chunks: Vec<ChunkId>,
+}
+
+impl PackDamage {
+    pub fn is_clean(&self) -> bool {
+        !self.hash_mismatch && self.unreadable_index.is_none() && self.bad_chunks.is_empty()
+    }
+}
+
+/// Re-hash a whole pack and every chunk in it.
+pub fn verify_pack_bytes(pack: PackId, bytes: &[u8]) -> PackDamage {
+    let mut damage = PackDamage {
+        hash_mismatch: PackId::of(bytes) != pack,
+        ..Default::default()
+    };
+    match parse_index(pack, bytes) {
+        Ok(entries) => {
+            for e in entries {
+                let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+                if decode_chunk(pack, &e, stored).is_err() {
+                    damage.bad_chunks.push(e.chunk);
+                }
+            }
+        }
+        Err(e) => damage.unreadable_index = Some(e.to_string()),
+    }
+    damage
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use super::*;
+
+    #[test]
+    fn pack_round_trips_and_detects_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PackWriter::create(dir.path()).unwrap();
+        let policy = CompressPolicy {
+            level: 3,
+            min_saving_percent: 10,
+        };
+        let chunks: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + i as usize * 100]).collect();
+        for c in &chunks {
+            writer.add(&encode_chunk(ChunkId::of(c), c, policy).unwrap()).unwrap();
+        }
+        let sealed = writer.seal().unwrap();
+        let bytes = std::fs::read(&sealed.tmp_path).unwrap();
+        assert_eq!(PackId::of(&bytes), sealed.id);
+        assert_eq!(
+            read_index_from_file(sealed.id, &sealed.tmp_path).unwrap(),
+            sealed.entries
+        );
+        assert_eq!(parse_index(sealed.id, &bytes).unwrap(), sealed.entries);
+        for (e, c) in sealed.entries.iter().zip(&chunks) {
+            let stored = &bytes[e.offset as usize..][..e.stored_len as usize];
+            assert_eq!(&decode_chunk(sealed.id, e, stored).unwrap(), c);
+        }
+        assert!(verify_pack_bytes(sealed.id, &bytes).is_clean());
+        let mut bad = bytes.clone();
+        let victim = sealed.entries[5];
+        bad[victim.offset as usize + 3] ^= 0x40;
+        let damage = verify_pack_bytes(sealed.id, &bad);
+        assert!(damage.hash_mismatch);
+        assert_eq!(damage.bad_chunks, vec![victim.chunk]);
+        assert!(parse_index(sealed.id, &bytes[..bytes.len() - 1]).is_err());
+    }
+}

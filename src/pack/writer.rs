@@ -1,0 +1,122 @@
+//! Writing one pack: append encoded chunks to a temporary file, then seal it.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{EncodedChunk, IndexEntry, ENTRY_LEN, FOOTER_MAGIC, HEADER_LEN, HEADER_MAGIC, PACK_VERSION};
+use crate::error::{Error, Result};
+use crate::id::PackId;
+
+/// A pack being filled in the vault's `tmp/` folder.
+pub struct PackWriter {
+    file: File,
+    path: PathBuf,
+    hasher: blake3::Hasher,
+    offset: u64,
+    entries: Vec<IndexEntry>,
+}
+
+/// A finished pack: fsynced in `tmp/`, named by its hash, ready for the store to publish.
+#[derive(Debug)]
+pub struct SealedPack {
+    pub id: PackId,
+    pub tmp_path: PathBuf,
+    pub size: u64,
+    pub entries: Vec<IndexEntry>,
+}
+
+impl PackWriter {
+    /// Start a pack in `tmp_dir`, with a file name unique to this process.
+    pub fn create(tmp_dir: &Path) -> Result<Self> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = tmp_dir.join(format!("{}-{n}.pack.tmp", std::process::id()));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(Error::io_at("creating pack", &path))?;
+        let mut writer = PackWriter {
+            file,
+            path,
+            hasher: blake3::Hasher::new(),
+            offset: 0,
+            entries: Vec::new(),
+        };
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(HEADER_MAGIC);
+        header.extend_from_slice(&PACK_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        writer.write(&header)?;
+        Ok(writer)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.offset
+    }
+
+    /// True when no chunk has been added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Append one chunk; returns where it was written.
+    pub fn add(&mut self, chunk: &EncodedChunk) -> Result<IndexEntry> {
+        let entry = IndexEntry {
+            chunk: chunk.id,
+            offset: self.offset,
+            stored_len: chunk.stored.len() as u32,
+            raw_len: chunk.raw_len,
+            codec: chunk.codec,
+        };
+        self.write(&chunk.stored)?;
+        self.entries.push(entry);
+        Ok(entry)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(Error::io_at("writing pack", &self.path))?;
+        self.hasher.update(bytes);
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Write the index and footer, fsync, and name the pack by its hash.
+    pub fn seal(mut self) -> Result<SealedPack> {
+        let index_offset = self.offset;
+        let mut index = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
+        for e in &self.entries {
+            index.extend_from_slice(e.chunk.as_bytes());
+            index.extend_from_slice(&e.offset.to_le_bytes());
+            index.extend_from_slice(&e.stored_len.to_le_bytes());
+            index.extend_from_slice(&e.raw_len.to_le_bytes());
+            index.push(e.codec as u8);
+            index.extend_from_slice(&[0u8; 7]);
+        }
+        let mut footer = Vec::with_capacity(super::FOOTER_LEN);
+        footer.extend_from_slice(&index_offset.to_le_bytes());
+        footer.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        footer.extend_from_slice(&PACK_VERSION.to_le_bytes());
+        footer.extend_from_slice(blake3::hash(&index).as_bytes());
+        footer.extend_from_slice(FOOTER_MAGIC);
+        self.write(&index)?;
+        self.write(&footer)?;
+        crate::crashpoint::hit("pack-before-fsync");
+        self.file.sync_all().map_err(Error::io_at("syncing pack", &self.path))?;
+        Ok(SealedPack {
+            id: PackId(*self.hasher.finalize().as_bytes()),
+            tmp_path: self.path,
+            size: self.offset,
+            entries: self.entries,
+        })
+    }
+
+    /// Give up on this pack and remove its temporary file.
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,135 @@
+//! A vault on disk: `vault.toml`, `catalog.db`, the store, `tmp/` and `workspaces/`.
+//!
+//! Owns: creating and opening vaults, where each part lives, and clearing what a killed
+//! process left in `tmp/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::catalog::Catalog;
+use crate::config::VaultConfig;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// An open vault.
+pub struct Vault {
+    dir: PathBuf,
+    config: VaultConfig,
+    store: Store,
+}
+
+impl Vault {
+    /// Create a vault at `dir` (which may exist but must not hold a vault).
+    pub fn init(dir: &Path, store_url: Option<&str>) -> Result<Vault> {
+        let config_path = dir.join("vault.toml");
+        if config_path.exists() {
+            return Err(Error::Config(format!("{} already holds a vault", dir.display())));
+        }
+        let mut config = VaultConfig::default();
+        if let Some(url) = store_url {
+            if !url.starts_with("file://") {
+                return Err(Error::Config(format!(
+                    "store URL {url:?}: only file:// stores are supported by this version (object stores such as s3:// are planned)"
+                )));
+            }
+            config.store = url.to_string();
+        }
+        for sub in ["", "tmp", "workspaces"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(Error::io_at("creating", &p))?;
+        }
+        let vault = Vault::assemble(dir, config.clone())?;
+        Catalog::open(&vault.catalog_path())?;
+        crate::store::write_durably(&config_path, config.to_toml().as_bytes(), 0o644)?;
+        Ok(vault)
+    }
+
+    /// Open the vault at `dir`.
+    pub fn open(dir: &Path) -> Result<Vault> {
+        let config_path = dir.join("vault.toml");
+        if !config_path.exists() {
+            return Err(Error::NoVault(dir.to_path_buf()));
+        }
+        let config = VaultConfig::load(&config_path)?;
+        Vault::assemble(dir, config)
+    }
+
+    /// Open the vault at `dir`, creating it with default settings if there is none.
+    pub fn open_or_init(dir: &Path) -> Result<Vault> {
+        match Vault::open(dir) {
+            Err(Error::NoVault(_)) => Vault::init(dir, None),
+            other => other,
+        }
+    }
+
+    fn assemble(dir: &Path, config: VaultConfig) -> Result<Vault> {
+        let store_dir = store_dir(dir, &config.store)?;
+        let store = Store::open_local(&store_dir)?;
+        Ok(Vault {
+            dir: dir.to_path_buf(),
+            config,
+            store,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn catalog_path(&self) -> PathBuf {
+        self.dir.join("catalog.db")
+    }
+
+    /// A new connection to the catalog (one per thread).
+    pub fn catalog(&self) -> Result<Catalog> {
+        Catalog::open(&self.catalog_path())
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// Remove temporary files left by processes that no longer run.
+    pub fn clear_dead_tmp(&self) -> Result<usize> {
+        let tmp = self.tmp_dir();
+        fs::create_dir_all(&tmp).map_err(Error::io_at("creating", &tmp))?;
+        let mut removed = 0;
+        for f in fs::read_dir(&tmp).map_err(Error::io_at("listing", &tmp))? {
+            let f = f.map_err(Error::io_at("listing", &tmp))?;
+            let name = f.file_name();
+            let pid: Option<i32> = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse().ok());
+            // SAFETY: signal 0 only probes for the process.
+            let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
+            if !alive && fs::remove_file(f.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Resolve a `file://` store URL; a relative path is relative to the vault folder.
+fn store_dir(vault_dir: &Path, url: &str) -> Result<PathBuf> {
+    let path = url.strip_prefix("file://").ok_or_else(|| {
+        Error::Config(format!(
+            "store URL {url:?} is not supported by this version (expected file://)"
+        ))
+    })?;
+    let p = Path::new(path);
+    Ok(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        vault_dir.join(p)
+    })
+}
