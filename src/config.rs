@@ -80,7 +80,7 @@ impl Default for VaultConfig {
             store: "file://store".to_string(),
             chunking: ChunkingConfig::default(),
             compression: CompressionConfig {
-                zstd_level: 3,
+                zstd_level: 1,
                 min_saving_percent: 10,
             },
             packs: PackConfig {

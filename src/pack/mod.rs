@@ -71,54 +71,80 @@ pub struct CompressPolicy {
     pub min_saving_percent: u32,
 }
 
-/// Encode a chunk: zstd when it saves at least the policy's fraction, raw otherwise.
+/// Encodes chunks: zstd when it saves at least the policy's fraction, raw otherwise.
 ///
-/// A cheap trial on a 32 KiB sample first skips incompressible data (images, audio, shards)
-/// without paying for a full compression. A compressed result is decompressed and re-hashed
-/// here, before it can reach a pack, so a codec bug can never seal wrong bytes.
-pub fn encode_chunk(id: ChunkId, data: &[u8], policy: CompressPolicy) -> Result<EncodedChunk> {
-    let raw = || EncodedChunk {
-        id,
-        raw_len: data.len() as u32,
-        codec: Codec::Raw,
-        stored: data.to_vec(),
-    };
-    if policy.level == 0 || data.len() < 512 || !sample_compresses(data) {
-        return Ok(raw());
-    }
-    let compressed =
-        zstd::bulk::compress(data, policy.level).map_err(|e| Error::io("compressing", "chunk".as_ref(), e))?;
-    let limit = data.len() as u64 * (100 - policy.min_saving_percent.min(100)) as u64 / 100;
-    if compressed.len() as u64 > limit {
-        return Ok(raw());
-    }
-    let check = zstd::bulk::decompress(&compressed, data.len())
-        .map_err(|e| Error::io("checking compression of", "chunk".as_ref(), e))?;
-    if check.len() != data.len() || ChunkId::of(&check) != id {
-        // Never store what does not decode back to the original; raw always does.
-        tracing::warn!(chunk = %id, "zstd round trip mismatch; storing raw");
-        return Ok(raw());
-    }
-    Ok(EncodedChunk {
-        id,
-        raw_len: data.len() as u32,
-        codec: Codec::Zstd,
-        stored: compressed,
-    })
+/// A cheap trial on a 32 KiB sample at level 1 first skips incompressible data (images,
+/// audio, shards) without paying for a full compression. A compressed result is decompressed
+/// and re-hashed here, before it can reach a pack, so a codec bug can never seal wrong bytes.
+/// One encoder per thread: it keeps its zstd contexts between chunks.
+pub struct ChunkEncoder {
+    policy: CompressPolicy,
+    compressor: zstd::bulk::Compressor<'static>,
+    sampler: zstd::bulk::Compressor<'static>,
+    decompressor: zstd::bulk::Decompressor<'static>,
 }
 
-/// Whether a 32 KiB sample from the middle of `data` shrinks by a quarter at zstd level 1.
-fn sample_compresses(data: &[u8]) -> bool {
-    const SAMPLE: usize = 32 * 1024;
-    if data.len() <= SAMPLE {
-        return true;
+impl ChunkEncoder {
+    pub fn new(policy: CompressPolicy) -> Result<Self> {
+        let zstd_err = |e: std::io::Error| Error::Config(format!("zstd: {e}"));
+        Ok(ChunkEncoder {
+            policy,
+            compressor: zstd::bulk::Compressor::new(policy.level.max(1)).map_err(zstd_err)?,
+            sampler: zstd::bulk::Compressor::new(1).map_err(zstd_err)?,
+            decompressor: zstd::bulk::Decompressor::new().map_err(zstd_err)?,
+        })
     }
-    let start = (data.len() - SAMPLE) / 2;
-    let sample = &data[start..start + SAMPLE];
-    match zstd::bulk::compress(sample, 1) {
-        Ok(c) => c.len() < SAMPLE * 3 / 4,
-        Err(_) => false,
+
+    /// Encode one chunk whose id is `id`.
+    pub fn encode(&mut self, id: ChunkId, data: &[u8]) -> Result<EncodedChunk> {
+        let raw = || EncodedChunk {
+            id,
+            raw_len: data.len() as u32,
+            codec: Codec::Raw,
+            stored: data.to_vec(),
+        };
+        if self.policy.level == 0 || data.len() < 512 || !self.sample_compresses(data) {
+            return Ok(raw());
+        }
+        let Ok(compressed) = self.compressor.compress(data) else {
+            return Ok(raw());
+        };
+        let limit = data.len() as u64 * (100 - self.policy.min_saving_percent.min(100)) as u64 / 100;
+        if compressed.len() as u64 > limit {
+            return Ok(raw());
+        }
+        match self.decompressor.decompress(&compressed, data.len()) {
+            Ok(check) if check.len() == data.len() && ChunkId::of(&check) == id => Ok(EncodedChunk {
+                id,
+                raw_len: data.len() as u32,
+                codec: Codec::Zstd,
+                stored: compressed,
+            }),
+            _ => {
+                // Never store what does not decode back to the original; raw always does.
+                tracing::warn!(chunk = %id, "zstd round trip mismatch; storing raw");
+                Ok(raw())
+            }
+        }
     }
+
+    /// Whether a 32 KiB sample from the middle of `data` shrinks by a quarter at level 1.
+    fn sample_compresses(&mut self, data: &[u8]) -> bool {
+        const SAMPLE: usize = 32 * 1024;
+        if data.len() <= SAMPLE {
+            return true;
+        }
+        let start = (data.len() - SAMPLE) / 2;
+        match self.sampler.compress(&data[start..start + SAMPLE]) {
+            Ok(c) => c.len() < SAMPLE * 3 / 4,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Encode one chunk with a fresh encoder (convenient for tests and one-offs).
+pub fn encode_chunk(id: ChunkId, data: &[u8], policy: CompressPolicy) -> Result<EncodedChunk> {
+    ChunkEncoder::new(policy)?.encode(id, data)
 }
 
 /// Turn a chunk's stored bytes back into its raw bytes and check them against its id.

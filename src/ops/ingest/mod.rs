@@ -181,7 +181,12 @@ fn run_pipeline(
         s.spawn(move || walk::walk(source, opts.allow_external_symlinks, &tx, &to_workers));
         for catalog in catalogs {
             let (w, rx, ctx) = (to_writer.clone(), jobs.clone(), &ctx);
-            s.spawn(move || worker::Worker::new(ctx, catalog, w).run(rx));
+            s.spawn(move || match worker::Worker::new(ctx, catalog, w.clone()) {
+                Ok(worker) => worker.run(rx),
+                Err(e) => {
+                    let _ = w.send(Msg::Failed(e));
+                }
+            });
         }
         drop(to_writer);
         drop(jobs);

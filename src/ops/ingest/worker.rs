@@ -16,8 +16,9 @@ use crate::catalog::Catalog;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ContentId};
-use crate::pack::{encode_chunk, CompressPolicy};
+use crate::pack::{ChunkEncoder, CompressPolicy};
 use crate::progress::Progress;
+use std::cell::RefCell;
 
 /// Files up to this size are read into memory whole.
 const SMALL_FILE: u64 = 4 * 1024 * 1024;
@@ -38,16 +39,19 @@ pub struct WorkerContext<'a> {
 pub struct Worker<'a> {
     ctx: &'a WorkerContext<'a>,
     catalog: Catalog,
+    encoder: RefCell<ChunkEncoder>,
     to_writer: Sender<Msg>,
 }
 
 impl<'a> Worker<'a> {
-    pub fn new(ctx: &'a WorkerContext<'a>, catalog: Catalog, to_writer: Sender<Msg>) -> Self {
-        Worker {
+    pub fn new(ctx: &'a WorkerContext<'a>, catalog: Catalog, to_writer: Sender<Msg>) -> Result<Self> {
+        let encoder = RefCell::new(ChunkEncoder::new(ctx.policy)?);
+        Ok(Worker {
             ctx,
             catalog,
+            encoder,
             to_writer,
-        }
+        })
     }
 
     /// Process jobs until the channel closes or something fails (the failure goes to the writer).
@@ -127,7 +131,13 @@ impl<'a> Worker<'a> {
             self.ctx.progress.advance(buf.len() as u64);
             return Ok(hash);
         }
-        for range in self.ctx.chunker.chunk_slice(&buf) {
+        let ranges: Vec<_> = self.ctx.chunker.chunk_slice(&buf).collect();
+        if ranges.len() == 1 {
+            // One chunk is the whole file: its chunk id is the content hash just computed.
+            self.emit_hashed_chunk(job.token, 0, ChunkId(hash.0), &buf)?;
+            return Ok(hash);
+        }
+        for range in ranges {
             self.emit_chunk(job.token, range.start as u64, &buf[range])?;
         }
         Ok(hash)
@@ -154,12 +164,16 @@ impl<'a> Worker<'a> {
 
     /// Hash one chunk and, unless it is already stored, encode it for a pack.
     fn emit_chunk(&self, token: u64, file_offset: u64, data: &[u8]) -> Result<()> {
-        let id = ChunkId::of(data);
+        self.emit_hashed_chunk(token, file_offset, ChunkId::of(data), data)
+    }
+
+    /// [`Self::emit_chunk`] for a chunk whose id is already known.
+    fn emit_hashed_chunk(&self, token: u64, file_offset: u64, id: ChunkId, data: &[u8]) -> Result<()> {
         let in_vault = self.catalog.has_chunk(id)?;
         let encoded = if in_vault || self.ctx.estimate {
             None
         } else {
-            Some(encode_chunk(id, data, self.ctx.policy)?)
+            Some(self.encoder.borrow_mut().encode(id, data)?)
         };
         self.ctx.progress.advance(data.len() as u64);
         self.send(Msg::Chunk(NewChunk {
