@@ -15,6 +15,8 @@ usage: bench/ingest.sh [options]
   --workdir DIR  where data, vault and peer repositories go        [/tmp/dsvault-bench]
   --cold         drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) before
                  each measured step (needs root); default: warm (source pre-read)
+  --repeat N     run the dsvault, borg and restic rounds N times, interleaved, and
+                 report the median of each figure (this machine is shared and noisy) [3]
   --keep         keep the work directory (generated data is reused by the next run
                  when scale, seed and generator are unchanged)
   --install      apt-get install the missing peers (borgbackup restic b3sum time)
@@ -29,6 +31,7 @@ SEED=1
 WORKDIR=/tmp/dsvault-bench
 COLD=0
 KEEP=0
+REPEAT=3
 INSTALL=0
 DOUBLE=0
 BUILD=1
@@ -40,6 +43,7 @@ while [[ $# -gt 0 ]]; do
     --workdir) WORKDIR=$2; shift 2 ;;
     --cold) COLD=1; shift ;;
     --keep) KEEP=1; shift ;;
+    --repeat) REPEAT=$2; shift 2 ;;
     --install) INSTALL=1; shift ;;
     --double) DOUBLE=1; shift ;;
     --tools) TOOLS=$2; shift 2 ;;
@@ -149,7 +153,9 @@ prepare() {
     fi
 }
 
-declare -A WALL CPU RSS MIBS ADDED GROWTH NOTE SRC_BYTES
+declare -A WALL CPU RSS MIBS ADDED GROWTH NOTE SRC_BYTES S_WALL S_CPU S_RSS RUNS
+# median of the numbers given as arguments
+median() { printf "%s\n" "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 STEPS=()
 
 # measure KEY SRC_DIR SRC_BYTES CMD...: runs CMD under /usr/bin/time from inside SRC_DIR;
@@ -162,7 +168,7 @@ measure() {
     local rc=0
     (cd "$src" && /usr/bin/time -f '%e %U %S %M' -o "$LOG/$key.time" "$@") \
         >"$LOG/$key.out" 2>"$LOG/$key.err" || rc=$?
-    STEPS+=("$key")
+    [[ " ${STEPS[*]} " == *" $key "* ]] || STEPS+=("$key")
     SRC_BYTES[$key]=$bytes
     if [[ $rc != 0 ]]; then
         NOTE[$key]="failed (exit $rc, see logs/$key.err)"
@@ -171,10 +177,14 @@ measure() {
     fi
     local e u s m
     read -r e u s m < <(tail -n 1 "$LOG/$key.time")
-    WALL[$key]=$e
-    CPU[$key]=$(calc 2 "$u + $s")
-    RSS[$key]=$(calc 1 "$m / 1024")
-    MIBS[$key]=$(awk -v b="$bytes" -v t="$e" 'BEGIN { if (t > 0) printf "%.0f", b / 1048576 / t; else print "inf" }')
+    S_WALL[$key]+=" $e"
+    S_CPU[$key]+=" $(calc 2 "$u + $s")"
+    S_RSS[$key]+=" $(calc 1 "$m / 1024")"
+    WALL[$key]=$(median ${S_WALL[$key]})
+    CPU[$key]=$(median ${S_CPU[$key]})
+    RSS[$key]=$(median ${S_RSS[$key]})
+    RUNS[$key]=$(wc -w <<<"${S_WALL[$key]}")
+    MIBS[$key]=$(awk -v b="$bytes" -v t="${WALL[$key]}" 'BEGIN { if (t > 0) printf "%.0f", b / 1048576 / t; else print "inf" }')
 }
 
 skip() { STEPS+=("$1"); NOTE[$1]=$2; }
@@ -234,6 +244,9 @@ if want b3sum; then
         skip b3sum "not installed"
     fi
 fi
+
+for ROUND in $(seq "$REPEAT"); do
+log "round $ROUND of $REPEAT"
 
 # --- dsvault ---------------------------------------------------------------------------------
 
@@ -305,6 +318,8 @@ if want restic; then
     fi
 fi
 
+done
+
 # --- flat-RSS check --------------------------------------------------------------------------
 
 if [[ $DOUBLE == 1 ]] && want dsvault; then
@@ -366,6 +381,7 @@ report() {
     echo
     echo "- machine: $(uname -srm), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
     echo "- work directory: \`$W\` on $(df -T "$W" | awk 'NR == 2 { print $2 " (" $1 ")" }')"
+    echo "- rounds: $REPEAT, interleaved (dsvault v1, v2, borg v1, v2, restic v1, v2, repeated); each figure is the median over the rounds"
     echo "- page cache: $([[ $COLD == 1 ]] && echo "cold (sync; echo 3 > /proc/sys/vm/drop_caches before each step)" || echo "warm (source tree read once before each step)")"
     echo "- dataset: \`dsvault-datagen --scale $SCALE --seed $SEED\`: v1 $V1_FILES files, $(mib "$V1_BYTES") MiB; v2 $(mib "$V2_BYTES") MiB; ideal new bytes of v2: $IDEAL ($(mib "$IDEAL") MiB)"
     echo "- commit: $git_rev; $(version_of borg --version); $(version_of restic version); $(version_of b3sum --version)"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what the tests need and is
+# missing, then runs every test in the workspace. README.md and .ci/run both call this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mkfifo >/dev/null || need_apt+=(coreutils)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
+if ((${#need_apt[@]})); then
+    if [[ $(id -u) == 0 ]]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "scripts/test.sh: missing ${need_apt[*]}; install them (apt-get install ${need_apt[*]})" >&2
+    fi
+fi
+
+cargo build --workspace --all-targets
+cargo test --workspace
