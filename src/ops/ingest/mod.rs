@@ -172,10 +172,13 @@ fn run_pipeline(
     let catalogs: Vec<Catalog> = (0..opts.threads.max(1))
         .map(|_| vault.catalog())
         .collect::<Result<_>>()?;
-    if let Some(total) = quick_total(&opts.source) {
-        progress.set_total(total);
-    }
     std::thread::scope(|s| {
+        // The total is only for the progress bar: count it beside the work, not before it.
+        s.spawn(|| {
+            if let Some(total) = quick_total(&opts.source) {
+                progress.set_total(total);
+            }
+        });
         let tx = to_writer.clone();
         let source = &opts.source;
         s.spawn(move || walk::walk(source, opts.allow_external_symlinks, &tx, &to_workers));
