@@ -128,7 +128,9 @@ pub enum Msg {
     Failed(Error),
 }
 
-fn check_source(source: &Path) -> Result<()> {
+/// Check the source is a readable folder and return its canonical path: the files cache is
+/// keyed by absolute source paths, which must not depend on the working directory.
+fn check_source(source: &Path) -> Result<PathBuf> {
     match std::fs::metadata(source) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::SourceMissing(source.to_path_buf())),
         Err(e) => Err(Error::Unreadable {
@@ -136,7 +138,10 @@ fn check_source(source: &Path) -> Result<()> {
             source: e,
         }),
         Ok(m) if !m.is_dir() => Err(Error::SourceNotDir(source.to_path_buf())),
-        Ok(_) => Ok(()),
+        Ok(_) => source.canonicalize().map_err(|e| Error::Unreadable {
+            path: source.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -213,7 +218,10 @@ fn quick_total(source: &Path) -> Option<u64> {
 /// Ingest `opts.source` as a sealed gold (or derived) dataset.
 pub fn ingest(vault: &Vault, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestReport> {
     let started = Instant::now();
-    check_source(&opts.source)?;
+    let opts = &IngestOptions {
+        source: check_source(&opts.source)?,
+        ..opts.clone()
+    };
     let catalog = vault.catalog()?;
     vault.clear_dead_tmp()?;
     super::recover::index_orphan_packs(vault, &catalog)?;
@@ -355,7 +363,7 @@ fn seal(
 /// What ingesting `source` would store, storing nothing.
 pub fn estimate(vault: &Vault, source: &Path, progress: &dyn Progress) -> Result<EstimateReport> {
     let started = Instant::now();
-    check_source(source)?;
+    let source = &check_source(source)?;
     let catalog = vault.catalog()?;
     let mut opts = IngestOptions::new(
         source.to_path_buf(),
