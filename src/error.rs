@@ -87,6 +87,10 @@ pub enum Error {
     Destination { path: PathBuf, reason: String },
     #[error("{0}")]
     Damaged(String),
+    /// A pipeline stage stopped because another stage failed first; that failure is the one
+    /// reported, this one never reaches the user.
+    #[error("stopped: {0}")]
+    Stopped(&'static str),
     #[error("{0}")]
     Manifest(String),
 }

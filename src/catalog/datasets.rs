@@ -40,10 +40,10 @@ pub struct DatasetTotals {
     pub stored_bytes: u64,
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, kind, name, version, state, root, files, dirs, symlinks, bytes, stored_bytes, source, created_at, sealed_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<DatasetRow> {
+pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<DatasetRow> {
     let kind: String = r.get(1)?;
     let state: String = r.get(4)?;
     let root: Option<Vec<u8>> = r.get(5)?;

@@ -68,7 +68,7 @@ impl<'a> Worker<'a> {
         // A closed channel means the writer stopped for a reason it will report.
         self.to_writer
             .send(msg)
-            .map_err(|_| Error::Damaged("ingest stopped".into()))
+            .map_err(|_| Error::Stopped("the writer stopped"))
     }
 
     fn process(&self, mut job: FileJob) -> Result<()> {

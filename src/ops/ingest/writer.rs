@@ -187,7 +187,7 @@ impl<'a> Writer<'a> {
             if let Some(p) = e.into_inner().pack {
                 p.abandon();
             }
-            Error::Damaged("the pack publisher stopped".into())
+            Error::Stopped("the pack publisher stopped")
         })
     }
 
