@@ -1,16 +1,24 @@
 //! Output helpers: JSON lines, byte sizes, times.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Serialize;
 
-/// Print one JSON object on its own line.
+/// Print one JSON object on its own line. The object is serialised in full before anything
+/// is written, so a value that cannot be serialised never leaves half an object on stdout.
 pub fn json_line<T: Serialize>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
-    out.write_all(b"\n")?;
+    let mut line = serde_json::to_vec(value)?;
+    line.push(b'\n');
+    std::io::stdout().lock().write_all(&line)?;
     Ok(())
+}
+
+/// A path JSON can hold: JSON strings are UTF-8, so non-UTF-8 bytes become U+FFFD, as in
+/// the text output (serialising such a `Path` as is fails).
+pub fn json_path(path: &Path) -> PathBuf {
+    PathBuf::from(path.to_string_lossy().into_owned())
 }
 
 /// A byte count for people: 1.5 GiB.
@@ -60,6 +68,6 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(1_795_000_000), "2026-11-18T07:46:40Z");
+        assert_eq!(timestamp(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 }
