@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mkfifo >/dev/null || need_apt+=(coreutils)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 if ((${#need_apt[@]})); then
     if [[ $(id -u) == 0 ]]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

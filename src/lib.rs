@@ -6,6 +6,7 @@
 //!   progress through [`progress::Progress`].
 //! - [`catalog`] (SQLite), [`chunker`] (FastCDC), [`pack`] (pack format), [`store`] (where
 //!   packs, manifests and refs live), [`manifest`] (root hashes and manifests).
+//! - [`vfs`]: the read-only file-tree view that `dsvault mount` serves through FUSE.
 //! - [`id`] (typed blake3 ids) and [`error`] (the one error enum).
 //!
 //! See docs/ARCHITECTURE.md for the why, docs/FORMAT.md for the bytes on disk.
@@ -32,6 +33,7 @@ pub mod pack;
 pub mod progress;
 pub mod store;
 pub mod vault;
+pub mod vfs;
 
 pub use dataset::{DatasetName, DatasetRef, Kind};
 pub use error::{Error, Result};

@@ -78,10 +78,11 @@ pub fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-const SELECT: &str = "SELECT e.id, e.parent, e.name, e.kind, e.mode, e.size, e.mtime_ns, c.hash, e.content_id, e.target
+pub(super) const SELECT: &str =
+    "SELECT e.id, e.parent, e.name, e.kind, e.mode, e.size, e.mtime_ns, c.hash, e.content_id, e.target
                       FROM entries e LEFT JOIN contents c ON c.id = e.content_id";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Entry> {
+pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<Entry> {
     let hash: Option<Vec<u8>> = r.get(7)?;
     Ok(Entry {
         id: r.get(0)?,

@@ -8,9 +8,11 @@
 
 mod datasets;
 pub mod entries;
+mod view;
 
 pub use datasets::{DatasetRow, DatasetState, DatasetTotals};
 pub use entries::{Entry, EntryKind};
+pub use view::LaidOutChunk;
 
 use std::path::Path;
 use std::time::Duration;
@@ -70,12 +72,29 @@ pub(crate) fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// Switch the catalog to WAL. Changing the journal mode takes an exclusive lock, and SQLite
+/// reports `SQLITE_BUSY` at once instead of waiting through the busy handler: when several
+/// processes open a new vault at the same moment, retry until the others are done.
+fn enable_wal(conn: &Connection) -> Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Catalog {
     /// Open (creating and migrating if needed) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        enable_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -95,6 +114,12 @@ impl Catalog {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             self.transaction(|c| {
+                // Another process may have applied it since we looked (two first ingests
+                // into a new vault at once); inside the write lock the answer is final.
+                let now: usize = c.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+                if now > i {
+                    return Ok(());
+                }
                 c.conn.execute_batch(sql)?;
                 c.conn.pragma_update(None, "user_version", i + 1)?;
                 Ok(())

@@ -7,6 +7,7 @@
 mod data;
 mod ingest;
 mod inspect;
+mod mount;
 mod output;
 mod progress;
 
@@ -54,6 +55,8 @@ enum Command {
     Export(data::ExportArgs),
     /// Check the catalog against the store; --read-data re-hashes every stored byte.
     Verify(data::VerifyArgs),
+    /// Serve the vault (or one dataset) read-only as files until unmounted or interrupted.
+    Mount(mount::MountArgs),
 }
 
 /// Global settings every command sees.
@@ -78,7 +81,7 @@ fn default_vault_dir() -> PathBuf {
 /// Parse, run, and turn the outcome into an exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let filter = if cli.quiet { "error" } else { "warn" };
+    let filter = if cli.quiet { "error" } else { "warn,fuser=error" };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DSVAULT_LOG").unwrap_or_else(|_| filter.into()))
         .with_writer(std::io::stderr)
@@ -117,5 +120,6 @@ fn run(g: &Globals, command: Command) -> Result<i32> {
         Command::Cat(a) => data::cat(g, a),
         Command::Export(a) => data::export(g, a),
         Command::Verify(a) => data::verify(g, a),
+        Command::Mount(a) => mount::mount(g, a),
     }
 }

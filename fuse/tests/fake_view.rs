@@ -1,0 +1,157 @@
+//! The filesystem against a small fake view, mounted for real (needs root and /dev/fuse;
+//! skipped otherwise): replies, errno mapping and EROFS, without any of dsvault behind it.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::SystemTime;
+
+use dsvault_fuse::{Attr, DirEntry, Mount, MountOptions, NodeKind, ReadOnlyView, StatFs, ViewError, ViewResult};
+
+/// `/hello.txt` (readable), `/broken.bin` (damaged: EIO on read).
+struct Fake;
+
+const HELLO: &[u8] = b"hello from a fake view\n";
+
+fn attr(ino: u64) -> ViewResult<Attr> {
+    let (kind, size, perm) = match ino {
+        1 => (NodeKind::Dir, 0, 0o555),
+        2 => (NodeKind::File, HELLO.len() as u64, 0o444),
+        3 => (NodeKind::File, 10, 0o444),
+        _ => return Err(ViewError::NotFound),
+    };
+    Ok(Attr {
+        ino,
+        kind,
+        size,
+        perm,
+        mtime: SystemTime::UNIX_EPOCH,
+        immutable: true,
+    })
+}
+
+impl ReadOnlyView for Fake {
+    type Data = Vec<u8>;
+    fn lookup(&self, parent: u64, name: &OsStr) -> ViewResult<Attr> {
+        match (parent, name.to_str()) {
+            (1, Some("hello.txt")) => attr(2),
+            (1, Some("broken.bin")) => attr(3),
+            _ => Err(ViewError::NotFound),
+        }
+    }
+    fn getattr(&self, ino: u64) -> ViewResult<Attr> {
+        attr(ino)
+    }
+    fn readlink(&self, _ino: u64) -> ViewResult<Vec<u8>> {
+        Err(ViewError::NotASymlink)
+    }
+    fn opendir(&self, _ino: u64) -> ViewResult<u64> {
+        Ok(1)
+    }
+    fn readdir(&self, ino: u64, _fh: u64, offset: u64) -> ViewResult<Vec<DirEntry>> {
+        if ino != 1 {
+            return Err(ViewError::NotADirectory);
+        }
+        let all = [(2, "hello.txt"), (3, "broken.bin")];
+        Ok(all
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (ino, n))| DirEntry {
+                ino: *ino,
+                offset: i as u64 + 1,
+                kind: NodeKind::File,
+                name: OsString::from(n),
+            })
+            .collect())
+    }
+    fn releasedir(&self, _fh: u64) {}
+    fn open(&self, _ino: u64) -> ViewResult<u64> {
+        Ok(7)
+    }
+    fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> ViewResult<Vec<u8>> {
+        match ino {
+            2 => {
+                let start = (offset as usize).min(HELLO.len());
+                let end = (start + size as usize).min(HELLO.len());
+                Ok(HELLO[start..end].to_vec())
+            }
+            _ => Err(ViewError::Damaged),
+        }
+    }
+    fn release(&self, _fh: u64) {}
+    fn getxattr(&self, ino: u64, name: &OsStr) -> ViewResult<Vec<u8>> {
+        match (ino, name.to_str()) {
+            (2, Some("user.fake")) => Ok(b"yes".to_vec()),
+            _ => Err(ViewError::NoAttribute),
+        }
+    }
+    fn listxattr(&self, _ino: u64) -> ViewResult<Vec<OsString>> {
+        Ok(vec!["user.fake".into()])
+    }
+    fn statfs(&self) -> ViewResult<StatFs> {
+        Ok(StatFs {
+            bytes: 4096 * 10,
+            files: 2,
+        })
+    }
+}
+
+#[test]
+fn errno_mapping_is_the_truth() {
+    assert_eq!(ViewError::NotFound.errno(), libc::ENOENT);
+    assert_eq!(ViewError::Damaged.errno(), libc::EIO);
+    assert_eq!(ViewError::ReadOnly.errno(), libc::EROFS);
+    assert_eq!(ViewError::NoAttribute.errno(), libc::ENODATA);
+}
+
+#[test]
+fn a_fake_view_mounts_reads_and_refuses_writes() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mp = dir.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let mut mount = Mount::new(
+        Fake,
+        &mp,
+        &MountOptions {
+            read_ahead_kb: None,
+            ..MountOptions::default()
+        },
+    )
+    .unwrap();
+    let mut unmounter = mount.unmounter();
+    let server = std::thread::spawn(move || mount.run());
+
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(fs::read(mp.join("hello.txt")).unwrap(), HELLO);
+        assert_eq!(
+            fs::metadata(mp.join("hello.txt")).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
+        let mut names: Vec<_> = fs::read_dir(&mp).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["broken.bin", "hello.txt"]);
+        let code = |r: std::io::Result<_>| r.err().and_then(|e: std::io::Error| e.raw_os_error());
+        assert_eq!(code(fs::read(mp.join("broken.bin")).map(|_| ())), Some(libc::EIO));
+        assert_eq!(code(fs::metadata(mp.join("missing")).map(|_| ())), Some(libc::ENOENT));
+        assert_eq!(code(fs::File::create(mp.join("new")).map(|_| ())), Some(libc::EROFS));
+        assert_eq!(code(fs::remove_file(mp.join("hello.txt"))), Some(libc::EROFS));
+        assert_eq!(
+            code(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(mp.join("hello.txt"))
+                    .map(|_| ())
+            ),
+            Some(libc::EROFS)
+        );
+    });
+    unmounter.unmount().unwrap();
+    server.join().unwrap().unwrap();
+    result.unwrap();
+}

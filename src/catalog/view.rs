@@ -1,0 +1,98 @@
+//! Read-only queries for the mount ([`crate::vfs`]): entries by id, folder pages by position,
+//! a file's chunk layout in one query, and the names under `gold/` and `derived/`.
+//!
+//! Every query here sees sealed datasets only: a pending ingest is invisible to the mount.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{datasets, entries, Catalog, ChunkLocation, DatasetRow, Entry};
+use crate::dataset::Kind;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, PackId};
+use crate::pack::{Codec, IndexEntry};
+
+/// One chunk of a file with where it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaidOutChunk {
+    /// Offset of the chunk's first byte in the file.
+    pub file_offset: u64,
+    pub location: ChunkLocation,
+}
+
+impl Catalog {
+    /// An entry of a sealed dataset by its row id, with the dataset's id.
+    pub fn entry_by_id(&self, id: i64) -> Result<Option<(i64, Entry)>> {
+        Ok(self
+            .conn()
+            .prepare_cached(&format!(
+                "SELECT x.*, e2.dataset_id FROM ({} WHERE e.id = ?1) x
+                 JOIN entries e2 ON e2.id = x.id JOIN datasets d ON d.id = e2.dataset_id
+                 WHERE d.state = 'sealed'",
+                entries::SELECT
+            ))?
+            .query_row([id], |r| Ok((r.get::<_, i64>(10)?, entries::from_row(r)?)))
+            .optional()?)
+    }
+
+    /// Children of a folder by name, skipping the first `skip` (for a reader that seeks back
+    /// in a folder listing; sequential listing uses [`Catalog::children`] with `after`).
+    pub fn children_from(&self, dataset_id: i64, parent: &[u8], skip: u64, limit: usize) -> Result<Vec<Entry>> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "{} WHERE e.dataset_id = ?1 AND e.parent = ?2 ORDER BY e.name LIMIT ?3 OFFSET ?4",
+            entries::SELECT
+        ))?;
+        let rows = stmt.query_map(
+            params![dataset_id, parent, limit as i64, skip as i64],
+            entries::from_row,
+        )?;
+        rows.map(|r| r.map_err(Error::from)).collect()
+    }
+
+    /// A file content's chunks in file order, each with its pack and place in the pack.
+    pub fn content_layout(&self, content_id: i64) -> Result<Vec<LaidOutChunk>> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT cc.file_offset, cc.chunk_hash, p.hash, c.offset, c.stored_len, c.raw_len, c.codec
+             FROM content_chunks cc JOIN chunks c ON c.hash = cc.chunk_hash JOIN packs p ON p.id = c.pack_id
+             WHERE cc.content_id = ?1 ORDER BY cc.file_offset",
+        )?;
+        let rows = stmt.query_map([content_id], |r| {
+            let chunk = ChunkId::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or(ChunkId([0; 32]));
+            Ok(LaidOutChunk {
+                file_offset: r.get::<_, i64>(0)? as u64,
+                location: ChunkLocation {
+                    pack: PackId::from_slice(&r.get::<_, Vec<u8>>(2)?).unwrap_or(PackId([0; 32])),
+                    entry: IndexEntry {
+                        chunk,
+                        offset: r.get::<_, i64>(3)? as u64,
+                        stored_len: r.get(4)?,
+                        raw_len: r.get(5)?,
+                        codec: Codec::from_u8(r.get(6)?).unwrap_or(Codec::Raw),
+                    },
+                },
+            })
+        })?;
+        rows.map(|r| r.map_err(Error::from)).collect()
+    }
+
+    /// A sealed dataset by row id.
+    pub fn sealed_dataset_by_id(&self, id: i64) -> Result<Option<DatasetRow>> {
+        Ok(self
+            .conn()
+            .prepare_cached(&format!(
+                "SELECT {} FROM datasets WHERE id = ?1 AND state = 'sealed'",
+                datasets::COLUMNS
+            ))?
+            .query_row([id], datasets::from_row)
+            .optional()?)
+    }
+
+    /// Names of sealed datasets of one kind, each with the smallest dataset id under it
+    /// (a stable number for the name: sealed rows are never deleted).
+    pub fn dataset_names(&self, kind: Kind) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT name, MIN(id) FROM datasets WHERE state = 'sealed' AND kind = ?1 GROUP BY name ORDER BY name",
+        )?;
+        let rows = stmt.query_map([kind.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.map(|r| r.map_err(Error::from)).collect()
+    }
+}

@@ -1,0 +1,178 @@
+//! Folder listings with stable offsets.
+//!
+//! A listing is `.` (offset 1), `..` (offset 2), then the children sorted by name bytes, the
+//! i-th (from 0) at offset i + 3. Offsets are positions, so they stay valid however the
+//! kernel pages through a folder. Each open folder handle remembers the names of the last
+//! page it returned: a listing that continues from there resumes after that name with an
+//! indexed query (constant cost per page, so a 100k-entry folder lists in linear time); any
+//! other offset (a seek back) skips by position.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::nodes::{entry_ino, Node};
+use super::{DirEntry, NodeKind, Shared, VfsError, VfsResult};
+use crate::catalog::{Entry, EntryKind};
+use crate::dataset::Kind;
+
+/// Offsets before the first child: `.` and `..`.
+const DOTS: u64 = 2;
+
+/// Open folder handles.
+#[derive(Default)]
+pub(crate) struct DirTable {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<DirHandle>>>,
+}
+
+/// An open folder: the folder's inode and the last page listed (offset, name).
+pub(crate) struct DirHandle {
+    ino: u64,
+    last_page: Mutex<Vec<(u64, Vec<u8>)>>,
+}
+
+impl DirTable {
+    pub fn open(&self, ino: u64) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let handle = Arc::new(DirHandle {
+            ino,
+            last_page: Mutex::new(Vec::new()),
+        });
+        self.open.lock().expect("dir table lock").insert(fh, handle);
+        fh
+    }
+
+    pub fn close(&self, fh: u64) {
+        self.open.lock().expect("dir table lock").remove(&fh);
+    }
+
+    fn get(&self, fh: u64) -> Option<Arc<DirHandle>> {
+        self.open.lock().expect("dir table lock").get(&fh).cloned()
+    }
+}
+
+pub(crate) fn readdir(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+    let node = shared.node(ino)?;
+    let mut out = Vec::new();
+    if offset < 1 {
+        out.push(dot(ino, 1, b"."));
+    }
+    if offset < 2 {
+        out.push(dot(shared.parent_ino(&node)?, 2, b".."));
+    }
+    let skip = offset.saturating_sub(DOTS);
+    match node.dataset_dir() {
+        Some((dataset, path)) => {
+            let handle = shared.dirs.get(fh).filter(|h| h.ino == ino);
+            let page = dataset_page(shared, dataset.id, &path, handle.as_deref(), skip, max)?;
+            let first = skip + DOTS + 1;
+            let entries: Vec<DirEntry> = page
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| entry_dirent(e, first + i as u64))
+                .collect();
+            if let Some(h) = handle {
+                *h.last_page.lock().expect("dir handle lock") =
+                    entries.iter().map(|e| (e.offset, e.name.clone())).collect();
+            }
+            out.extend(entries);
+        }
+        None => {
+            let children = virtual_children(shared, &node)?;
+            out.extend(
+                children
+                    .into_iter()
+                    .enumerate()
+                    .skip(skip as usize)
+                    .take(max)
+                    .map(|(i, (ino, name))| DirEntry {
+                        ino,
+                        offset: i as u64 + DOTS + 1,
+                        kind: NodeKind::Dir,
+                        name,
+                    }),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn dot(ino: u64, offset: u64, name: &[u8]) -> DirEntry {
+    DirEntry {
+        ino,
+        offset,
+        kind: NodeKind::Dir,
+        name: name.to_vec(),
+    }
+}
+
+fn entry_dirent(e: Entry, offset: u64) -> DirEntry {
+    DirEntry {
+        ino: entry_ino(e.id),
+        offset,
+        kind: match e.kind {
+            EntryKind::File => NodeKind::File,
+            EntryKind::Dir => NodeKind::Dir,
+            EntryKind::Symlink => NodeKind::Symlink,
+        },
+        name: e.name,
+    }
+}
+
+/// Children of a dataset folder after the first `skip`, resuming by name when the handle's
+/// last page ends where this listing continues.
+fn dataset_page(
+    shared: &Shared,
+    dataset_id: i64,
+    path: &[u8],
+    handle: Option<&DirHandle>,
+    skip: u64,
+    max: usize,
+) -> VfsResult<Vec<Entry>> {
+    if skip == 0 {
+        return Ok(shared.pool.with(|c| c.children(dataset_id, path, None, max))?);
+    }
+    let resume = handle.and_then(|h| {
+        let page = h.last_page.lock().expect("dir handle lock");
+        page.iter()
+            .find(|(off, _)| *off == skip + DOTS)
+            .map(|(_, name)| name.clone())
+    });
+    Ok(match resume {
+        Some(after) => shared.pool.with(|c| c.children(dataset_id, path, Some(&after), max))?,
+        None => shared.pool.with(|c| c.children_from(dataset_id, path, skip, max))?,
+    })
+}
+
+/// Children of the folders above datasets: (inode, name), sorted by name.
+fn virtual_children(shared: &Shared, node: &Node) -> VfsResult<Vec<(u64, Vec<u8>)>> {
+    Ok(match node {
+        Node::VaultRoot => vec![
+            (shared.ino_of(&Node::KindDir(Kind::Derived)), b"derived".to_vec()),
+            (shared.ino_of(&Node::KindDir(Kind::Gold)), b"gold".to_vec()),
+            (shared.ino_of(&Node::Work), b"work".to_vec()),
+        ],
+        Node::KindDir(kind) => shared
+            .pool
+            .with(|c| c.dataset_names(*kind))?
+            .into_iter()
+            .map(|(name, first_id)| {
+                let ino = shared.ino_of(&Node::NameDir {
+                    kind: *kind,
+                    name: name.clone(),
+                    first_id,
+                });
+                (ino, name.into_bytes())
+            })
+            .collect(),
+        Node::NameDir { kind, name, .. } => shared
+            .pool
+            .with(|c| c.list_datasets(Some(*kind), Some(name)))?
+            .into_iter()
+            .map(|row| (super::DATASET_BASE + row.id as u64, row.name.version.into_bytes()))
+            .collect(),
+        Node::Work => Vec::new(),
+        Node::DatasetRoot(_) | Node::Entry { .. } => return Err(VfsError::NotADirectory),
+    })
+}

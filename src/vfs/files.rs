@@ -1,0 +1,275 @@
+//! Open files and the read path: which chunks cover a byte range, loading and verifying them
+//! (through the shared [`ChunkCache`]), and fetching ahead of sequential readers.
+//!
+//! A chunk is read with one positional read on its pack and checked against its blake3 hash
+//! before any of its bytes is served. A mismatch (or a missing pack) fails the read with
+//! [`VfsError::Damaged`] and logs one error naming the dataset, the path and the chunk;
+//! wrong bytes are never returned.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::cache::ChunkBytes;
+use super::nodes::Node;
+use super::{DatasetInfo, ReadBytes, Shared, VfsError, VfsResult};
+use crate::catalog::{ChunkLocation, EntryKind, LaidOutChunk};
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::pack::{self, Codec};
+use crate::store::Store;
+
+/// One open file.
+pub(crate) struct OpenFile {
+    dataset: Arc<DatasetInfo>,
+    path: Vec<u8>,
+    size: u64,
+    chunks: Vec<LaidOutChunk>,
+    /// Where the last read ended and how far ahead chunks were requested (chunk index).
+    seq: Mutex<SeqState>,
+}
+
+#[derive(Default)]
+struct SeqState {
+    next_offset: u64,
+    fetched_upto: usize,
+}
+
+/// Open file handles.
+#[derive(Default)]
+pub(crate) struct FileTable {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<OpenFile>>>,
+}
+
+impl FileTable {
+    fn insert(&self, file: OpenFile) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.open.lock().expect("file table lock").insert(fh, Arc::new(file));
+        fh
+    }
+
+    fn get(&self, fh: u64) -> VfsResult<Arc<OpenFile>> {
+        self.open
+            .lock()
+            .expect("file table lock")
+            .get(&fh)
+            .cloned()
+            .ok_or(VfsError::BadHandle)
+    }
+
+    pub fn close(&self, fh: u64) {
+        self.open.lock().expect("file table lock").remove(&fh);
+    }
+}
+
+/// Open inode `ino` for reading.
+pub(crate) fn open(shared: &Shared, ino: u64) -> VfsResult<u64> {
+    let Node::Entry { dataset, entry } = shared.node(ino)? else {
+        return Err(VfsError::IsADirectory);
+    };
+    match entry.kind {
+        EntryKind::File => {}
+        EntryKind::Dir => return Err(VfsError::IsADirectory),
+        EntryKind::Symlink => return Err(VfsError::NotFound),
+    }
+    let chunks = match entry.content_id {
+        Some(id) => shared.pool.with(|c| c.content_layout(id))?,
+        None => Vec::new(),
+    };
+    Ok(shared.files.insert(OpenFile {
+        dataset,
+        path: entry.path(),
+        size: entry.size,
+        chunks,
+        seq: Mutex::default(),
+    }))
+}
+
+/// Up to `size` bytes at `offset` of open file `fh`.
+pub(crate) fn read(shared: &Shared, prefetch: &Prefetcher, fh: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
+    let file = shared.files.get(fh)?;
+    let end = offset.saturating_add(size as u64).min(file.size);
+    if offset >= end {
+        return Ok(ReadBytes::Owned(Vec::new()));
+    }
+    let first = file.chunk_index(offset);
+    let last = file.chunk_index(end - 1);
+    file.read_ahead(shared, prefetch, offset, end, last);
+    if first == last {
+        let chunk = file.chunk(shared, first)?;
+        let start = (offset - file.chunks[first].file_offset) as usize;
+        return file.slice(chunk, first, start, start + (end - offset) as usize);
+    }
+    let mut out = Vec::with_capacity((end - offset) as usize);
+    for i in first..=last {
+        let chunk = file.chunk(shared, i)?;
+        let base = file.chunks[i].file_offset;
+        let from = offset.max(base) - base;
+        let to = end.min(base + chunk.len() as u64) - base;
+        if from >= to {
+            return Err(file.short_chunk(i));
+        }
+        out.extend_from_slice(&chunk[from as usize..to as usize]);
+    }
+    if out.len() as u64 != end - offset {
+        return Err(file.short_chunk(last));
+    }
+    Ok(ReadBytes::Owned(out))
+}
+
+impl OpenFile {
+    /// Index of the chunk holding byte `offset` (which must be below the size).
+    fn chunk_index(&self, offset: u64) -> usize {
+        self.chunks
+            .partition_point(|c| c.file_offset <= offset)
+            .saturating_sub(1)
+    }
+
+    fn slice(&self, chunk: ChunkBytes, i: usize, start: usize, end: usize) -> VfsResult<ReadBytes> {
+        if end > chunk.len() {
+            return Err(self.short_chunk(i));
+        }
+        Ok(ReadBytes::Slice { chunk, start, end })
+    }
+
+    /// The catalog's chunk list does not cover the file: damage in the catalog.
+    fn short_chunk(&self, i: usize) -> VfsError {
+        let chunk = self.chunks.get(i).map(|c| c.location.entry.chunk);
+        let e = Error::Damaged(format!(
+            "{}:{}: the chunk list does not cover the file's {} bytes",
+            self.dataset.name,
+            String::from_utf8_lossy(&self.path),
+            self.size
+        ));
+        self.log_damage(chunk, &e);
+        VfsError::from(e)
+    }
+
+    fn log_damage(&self, chunk: Option<ChunkId>, e: &Error) {
+        tracing::error!(
+            dataset = %self.dataset.name,
+            path = %String::from_utf8_lossy(&self.path),
+            chunk = %chunk.map(|c| c.to_hex()).unwrap_or_default(),
+            "damaged data, read refused (EIO): {e}; `dsvault verify --read-data` lists all damage"
+        );
+    }
+
+    /// Verified bytes of chunk `i`, from the cache or the store.
+    fn chunk(&self, shared: &Shared, i: usize) -> VfsResult<ChunkBytes> {
+        let Some(c) = self.chunks.get(i) else {
+            return Err(self.short_chunk(i));
+        };
+        let loc = c.location;
+        shared
+            .cache
+            .get_or_load(loc.entry.chunk, || load_chunk(shared.vault.store(), &loc))
+            .map_err(|e| {
+                self.log_damage(Some(loc.entry.chunk), &e);
+                VfsError::from(e)
+            })
+    }
+
+    /// Note a read of `[offset, end)` ending in chunk `last`; when reads are sequential, ask
+    /// the prefetcher for the chunks within the readahead window.
+    fn read_ahead(self: &Arc<Self>, shared: &Shared, prefetch: &Prefetcher, offset: u64, end: u64, last: usize) {
+        let window_end = end.saturating_add(shared.options.readahead_bytes);
+        let (from, to) = {
+            let mut seq = self.seq.lock().expect("seq lock");
+            let sequential = offset == seq.next_offset || offset == 0;
+            seq.next_offset = end;
+            if !sequential {
+                seq.fetched_upto = last + 1;
+                return;
+            }
+            let from = seq.fetched_upto.max(last + 1);
+            let to = self.chunks.partition_point(|c| c.file_offset < window_end);
+            seq.fetched_upto = seq.fetched_upto.max(to);
+            (from, to)
+        };
+        for i in from..to {
+            if !shared.cache.contains(&self.chunks[i].location.entry.chunk) {
+                prefetch.request(self, i);
+            }
+        }
+    }
+}
+
+/// Read one chunk from its pack and check it against its hash. Raw chunks are hashed in
+/// place (no copy); compressed ones go through [`pack::decode_chunk`].
+fn load_chunk(store: &Store, loc: &ChunkLocation) -> Result<Vec<u8>> {
+    let e = &loc.entry;
+    let stored = store.read_pack_range(loc.pack, e.offset, e.stored_len as usize)?;
+    if e.codec != Codec::Raw {
+        return pack::decode_chunk(loc.pack, e, &stored);
+    }
+    if stored.len() != e.raw_len as usize || ChunkId::of(&stored) != e.chunk {
+        return Err(Error::CorruptChunk {
+            chunk: e.chunk,
+            pack: loc.pack,
+            detail: "content does not match its blake3 hash".into(),
+        });
+    }
+    Ok(stored)
+}
+
+/// Background threads that load chunks ahead of sequential readers into the cache.
+pub(crate) struct Prefetcher {
+    tx: Option<Sender<(Arc<OpenFile>, usize)>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Queued prefetch requests beyond which new ones are dropped (the reader loads them itself).
+const PREFETCH_QUEUE: usize = 64;
+
+impl Prefetcher {
+    pub fn start(shared: &Arc<Shared>, threads: usize) -> Prefetcher {
+        if threads == 0 {
+            return Prefetcher {
+                tx: None,
+                threads: Vec::new(),
+            };
+        }
+        let (tx, rx) = crossbeam_channel::bounded(PREFETCH_QUEUE);
+        let threads = (0..threads)
+            .map(|i| {
+                let (rx, weak) = (rx.clone(), Arc::downgrade(shared));
+                std::thread::Builder::new()
+                    .name(format!("dsvault-prefetch-{i}"))
+                    .spawn(move || prefetch_loop(&rx, &weak))
+                    .expect("spawning a prefetch thread")
+            })
+            .collect();
+        Prefetcher { tx: Some(tx), threads }
+    }
+
+    fn request(&self, file: &Arc<OpenFile>, i: usize) {
+        if let Some(tx) = &self.tx {
+            match tx.try_send((file.clone(), i)) {
+                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn prefetch_loop(rx: &Receiver<(Arc<OpenFile>, usize)>, shared: &Weak<Shared>) {
+    while let Ok((file, i)) = rx.recv() {
+        let Some(shared) = shared.upgrade() else { return };
+        let loc = file.chunks[i].location;
+        // Errors are not logged here: the reader that needs the chunk reports them.
+        let _ = shared
+            .cache
+            .get_or_load(loc.entry.chunk, || load_chunk(shared.vault.store(), &loc));
+    }
+}

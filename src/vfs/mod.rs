@@ -1,0 +1,393 @@
+//! A FUSE-agnostic, read-only view of a vault (or of one dataset) as a file tree.
+//!
+//! Owns: the inode scheme, resolving inodes to catalog rows, folder listings with stable
+//! offsets, file reads that serve only verified bytes (with a bounded chunk cache and
+//! readahead), extended attributes and `statfs` figures. The `dsvault-fuse` crate turns these
+//! answers into FUSE replies through a small trait that the CLI implements over [`Vfs`].
+//! Never: writes anything. Every method is a read; a write-type request never reaches here.
+//!
+//! Tree of a whole-vault view: `/gold/<name>/<version>/…`, `/derived/<name>/<version>/…`
+//! and `/work/` (empty until workspaces exist). A single-dataset view shows that dataset's
+//! tree at the root.
+//!
+//! Inodes (stable for the life of the vault: sealed rows are never renumbered):
+//!
+//! | inode | node |
+//! |---|---|
+//! | 1 | the root (the vault, or the dataset of a single-dataset view) |
+//! | 2, 3, 4 | `gold/`, `derived/`, `work/` |
+//! | 16 + entry id | an entry of a sealed dataset (`entries.id`) |
+//! | 2^48 + dataset id | a dataset's root folder (`<kind>/<name>/<version>/`) |
+//! | 2^49 + smallest dataset id of the name | a name folder (`<kind>/<name>/`) |
+//!
+//! Freshness: the root, kind and name folders change when a dataset is sealed, so they are
+//! marked mutable (the FUSE layer gives them a short timeout); everything inside a dataset
+//! is immutable and can be cached by the kernel for as long as it likes.
+//!
+//! Memory does not grow with dataset size: nothing is kept per entry; open files keep their
+//! chunk list (about 100 bytes per chunk) until closed; chunk bytes live in a bounded LRU.
+
+mod cache;
+mod dirs;
+mod files;
+mod nodes;
+mod pool;
+
+pub use cache::ChunkCache;
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::catalog::{DatasetRow, EntryKind};
+use crate::dataset::{DatasetName, DatasetRef};
+use crate::error::Error;
+use crate::id::{ContentId, RootHash};
+use crate::vault::Vault;
+
+use files::Prefetcher;
+use nodes::Node;
+use pool::CatalogPool;
+
+/// The root inode.
+pub const ROOT_INO: u64 = 1;
+const GOLD_INO: u64 = 2;
+const DERIVED_INO: u64 = 3;
+const WORK_INO: u64 = 4;
+const ENTRY_BASE: u64 = 16;
+const DATASET_BASE: u64 = 1 << 48;
+const NAME_BASE: u64 = 1 << 49;
+
+/// Extended attribute with a file's whole-content blake3 hash (hex).
+pub const XATTR_BLAKE3: &str = "user.dsvault.blake3";
+/// Extended attribute with the root hash of the dataset a node belongs to (hex).
+pub const XATTR_ROOT: &str = "user.dsvault.root";
+/// Extended attribute with the dataset's name, `kind/name@version`.
+pub const XATTR_DATASET: &str = "user.dsvault.dataset";
+
+/// What a view failed with; the FUSE layer maps each variant to one errno.
+#[derive(Debug, thiserror::Error)]
+pub enum VfsError {
+    #[error("no such file or folder")]
+    NotFound,
+    #[error("not a folder")]
+    NotADirectory,
+    #[error("is a folder")]
+    IsADirectory,
+    #[error("not a symlink")]
+    NotASymlink,
+    #[error("no such attribute")]
+    NoAttribute,
+    #[error("unknown or closed handle")]
+    BadHandle,
+    /// Stored bytes do not match their hash, or a pack or chunk is missing.
+    #[error("{0}")]
+    Damaged(Arc<Error>),
+    /// Anything else (catalog or I/O trouble).
+    #[error("{0}")]
+    Failed(Arc<Error>),
+}
+
+impl From<Error> for VfsError {
+    fn from(e: Error) -> Self {
+        VfsError::from(Arc::new(e))
+    }
+}
+
+impl From<Arc<Error>> for VfsError {
+    fn from(e: Arc<Error>) -> Self {
+        match *e {
+            Error::CorruptChunk { .. }
+            | Error::CorruptPack { .. }
+            | Error::MissingPack(_)
+            | Error::MissingChunk(_)
+            | Error::Damaged(_) => VfsError::Damaged(e),
+            _ => VfsError::Failed(e),
+        }
+    }
+}
+
+/// Result of view operations.
+pub type VfsResult<T> = std::result::Result<T, VfsError>;
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// A node's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub size: u64,
+    /// Permission bits: 0o444 for files, 0o555 for folders, 0o777 for symlinks.
+    pub perm: u16,
+    pub mtime: SystemTime,
+    /// False for the folders that change when a dataset is sealed (root, kind and name
+    /// folders); true for everything inside a dataset.
+    pub immutable: bool,
+}
+
+/// One folder entry of a listing. `offset` is where the next listing resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub offset: u64,
+    pub kind: NodeKind,
+    pub name: Vec<u8>,
+}
+
+/// Figures for `statfs`: logical bytes and files of the datasets in view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub bytes: u64,
+    pub files: u64,
+}
+
+/// What a view shows.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// Every sealed dataset: `gold/`, `derived/`, `work/`.
+    Vault,
+    /// One dataset's tree at the root.
+    Dataset(DatasetRef),
+}
+
+/// Tuning of the read path.
+#[derive(Debug, Clone, Copy)]
+pub struct VfsOptions {
+    /// Bytes of verified chunks kept in memory.
+    pub cache_bytes: u64,
+    /// Background threads that fetch and verify chunks ahead of a sequential reader.
+    pub prefetch_threads: usize,
+    /// How far ahead of a sequential reader chunks are fetched.
+    pub readahead_bytes: u64,
+}
+
+impl Default for VfsOptions {
+    fn default() -> Self {
+        VfsOptions {
+            cache_bytes: 16 << 20,
+            prefetch_threads: 2,
+            readahead_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A dataset as the view needs it (kept for the life of the view: datasets are few).
+#[derive(Debug)]
+pub(crate) struct DatasetInfo {
+    pub id: i64,
+    pub name: DatasetName,
+    pub root: RootHash,
+    pub mtime: SystemTime,
+}
+
+impl DatasetInfo {
+    fn from_row(row: &DatasetRow) -> Arc<DatasetInfo> {
+        Arc::new(DatasetInfo {
+            id: row.id,
+            name: row.name.clone(),
+            root: row.root.unwrap_or(RootHash([0; 32])),
+            mtime: secs_to_time(row.sealed_at.unwrap_or(row.created_at)),
+        })
+    }
+}
+
+/// State shared by the view and its prefetch threads.
+pub(crate) struct Shared {
+    vault: Vault,
+    pool: CatalogPool,
+    cache: ChunkCache,
+    /// The dataset of a single-dataset view.
+    single: Option<Arc<DatasetInfo>>,
+    datasets: Mutex<std::collections::HashMap<i64, Arc<DatasetInfo>>>,
+    files: files::FileTable,
+    dirs: dirs::DirTable,
+    started: SystemTime,
+    options: VfsOptions,
+}
+
+/// A read-only view of a vault or of one dataset.
+pub struct Vfs {
+    shared: Arc<Shared>,
+    prefetcher: Prefetcher,
+}
+
+impl Vfs {
+    /// A view of `scope` in `vault`. Fails when a single dataset does not exist.
+    pub fn new(vault: Vault, scope: &Scope, options: VfsOptions) -> crate::Result<Vfs> {
+        let pool = CatalogPool::new(vault.catalog_path());
+        let single = match scope {
+            Scope::Vault => None,
+            Scope::Dataset(r) => Some(DatasetInfo::from_row(&pool.with(|c| c.resolve(r))?)),
+        };
+        let shared = Arc::new(Shared {
+            vault,
+            pool,
+            cache: ChunkCache::new(options.cache_bytes),
+            single,
+            datasets: Mutex::default(),
+            files: files::FileTable::default(),
+            dirs: dirs::DirTable::default(),
+            started: SystemTime::now(),
+            options,
+        });
+        let prefetcher = Prefetcher::start(&shared, options.prefetch_threads);
+        Ok(Vfs { shared, prefetcher })
+    }
+
+    /// `gold/NAME@VERSION` for a single-dataset view, `None` for a whole vault.
+    pub fn dataset(&self) -> Option<String> {
+        self.shared.single.as_ref().map(|d| d.name.to_string())
+    }
+
+    /// The vault this view reads.
+    pub fn vault(&self) -> &Vault {
+        &self.shared.vault
+    }
+
+    /// Attributes of `name` in folder `parent`.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        let node = self.shared.node(parent)?;
+        let child = self.shared.child(&node, name)?;
+        self.shared.attr(&child)
+    }
+
+    /// Attributes of an inode.
+    pub fn getattr(&self, ino: u64) -> VfsResult<Attr> {
+        let node = self.shared.node(ino)?;
+        self.shared.attr(&node)
+    }
+
+    /// A symlink's target bytes.
+    pub fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
+        match self.shared.node(ino)? {
+            Node::Entry { entry, .. } if entry.kind == EntryKind::Symlink => Ok(entry.target.unwrap_or_default()),
+            _ => Err(VfsError::NotASymlink),
+        }
+    }
+
+    /// Open a folder for listing; returns a handle for [`Vfs::readdir`].
+    pub fn opendir(&self, ino: u64) -> VfsResult<u64> {
+        let node = self.shared.node(ino)?;
+        if self.shared.attr(&node)?.kind != NodeKind::Dir {
+            return Err(VfsError::NotADirectory);
+        }
+        Ok(self.shared.dirs.open(ino))
+    }
+
+    /// Up to `max` entries of folder `ino` after `offset` (0 = from the start). Offsets are
+    /// positions in the name-sorted listing, so they stay valid however the listing is paged.
+    pub fn readdir(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        dirs::readdir(&self.shared, ino, fh, offset, max.max(1))
+    }
+
+    /// Forget a folder handle.
+    pub fn releasedir(&self, fh: u64) {
+        self.shared.dirs.close(fh);
+    }
+
+    /// Open a file for reading; returns a handle for [`Vfs::read`].
+    pub fn open(&self, ino: u64) -> VfsResult<u64> {
+        files::open(&self.shared, ino)
+    }
+
+    /// Up to `size` verified bytes of an open file at `offset` (fewer only at the end).
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
+        files::read(&self.shared, &self.prefetcher, fh, offset, size)
+    }
+
+    /// Close a file handle.
+    pub fn release(&self, fh: u64) {
+        self.shared.files.close(fh);
+    }
+
+    /// The value of extended attribute `name`.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
+        self.xattrs(ino)?
+            .into_iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .map(|(_, v)| v.into_bytes())
+            .ok_or(VfsError::NoAttribute)
+    }
+
+    /// Names of the extended attributes of `ino`.
+    pub fn listxattr(&self, ino: u64) -> VfsResult<Vec<String>> {
+        Ok(self.xattrs(ino)?.into_iter().map(|(n, _)| n.to_string()).collect())
+    }
+
+    fn xattrs(&self, ino: u64) -> VfsResult<Vec<(&'static str, String)>> {
+        let node = self.shared.node(ino)?;
+        let mut out = Vec::new();
+        if let Node::Entry { entry, .. } = &node {
+            if let Some(hash) = entry.content.filter(|_| entry.kind == EntryKind::File) {
+                out.push((XATTR_BLAKE3, hash.to_hex()));
+            } else if entry.kind == EntryKind::File {
+                out.push((XATTR_BLAKE3, ContentId::of(b"").to_hex()));
+            }
+        }
+        if let Some(d) = node.dataset() {
+            out.push((XATTR_ROOT, d.root.to_hex()));
+            out.push((XATTR_DATASET, d.name.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Logical size and file count of what is in view.
+    pub fn statfs(&self) -> VfsResult<StatFs> {
+        let rows = match &self.shared.single {
+            Some(d) => self
+                .shared
+                .pool
+                .with(|c| c.sealed_dataset_by_id(d.id))?
+                .into_iter()
+                .collect(),
+            None => self.shared.pool.with(|c| c.list_datasets(None, None))?,
+        };
+        Ok(StatFs {
+            bytes: rows.iter().map(|r| r.bytes).sum(),
+            files: rows.iter().map(|r| r.files + r.dirs + r.symlinks).sum(),
+        })
+    }
+
+    /// Bytes of verified chunks held in memory now.
+    pub fn cached_bytes(&self) -> u64 {
+        self.shared.cache.cached_bytes()
+    }
+}
+
+/// Bytes returned by [`Vfs::read`]: a slice of a cached chunk when the read falls inside one
+/// chunk (no copy), else a buffer assembled from several chunks.
+pub enum ReadBytes {
+    Slice {
+        chunk: cache::ChunkBytes,
+        start: usize,
+        end: usize,
+    },
+    Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for ReadBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            ReadBytes::Slice { chunk, start, end } => &chunk[*start..*end],
+            ReadBytes::Owned(v) => v,
+        }
+    }
+}
+
+fn secs_to_time(secs: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
+}
+
+fn ns_to_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - std::time::Duration::from_nanos(ns.unsigned_abs())
+    }
+}

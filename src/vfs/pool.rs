@@ -1,0 +1,37 @@
+//! A small pool of catalog connections: a `rusqlite::Connection` is not `Sync`, so each
+//! thread of the mount borrows one for the length of a call and gives it back.
+//!
+//! The pool grows to the number of threads that query at once (FUSE workers plus prefetch
+//! threads) and no further.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+
+pub(crate) struct CatalogPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Catalog>>,
+}
+
+impl CatalogPool {
+    pub fn new(path: PathBuf) -> Self {
+        CatalogPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Run `f` with a connection of the pool (opening one if all are busy).
+    pub fn with<T>(&self, f: impl FnOnce(&Catalog) -> Result<T>) -> Result<T> {
+        let idle = self.idle.lock().expect("pool lock").pop();
+        let catalog = match idle {
+            Some(c) => c,
+            None => Catalog::open(&self.path)?,
+        };
+        let out = f(&catalog);
+        self.idle.lock().expect("pool lock").push(catalog);
+        out
+    }
+}

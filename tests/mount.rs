@@ -1,0 +1,693 @@
+//! Real FUSE mounts through the `dsvault` binary: exact bytes, modes, symlinks, non-UTF-8
+//! names, xattrs, EROFS for writes, EIO for damage, container-style binds, signals, new
+//! datasets appearing, many readers, huge folders, and no leaked mounts or processes.
+//!
+//! Needs root and /dev/fuse (a test prints "skipped" and passes without them). Every mount is
+//! owned by a [`Mounted`] guard whose `Drop` kills the server and runs `umount -l`, so a
+//! failing test leaves nothing mounted.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{RngCore, SeedableRng};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dsvault")
+}
+
+/// Root with /dev/fuse, or the test is skipped.
+fn can_mount() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let ok = unsafe { libc::geteuid() } == 0 && Path::new("/dev/fuse").exists();
+    if !ok {
+        eprintln!("skipped: needs root and /dev/fuse");
+    }
+    ok
+}
+
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+fn text_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b"id,label,score,caption\n"[i % 23]).collect()
+}
+
+/// A source tree with multi-chunk files (random and compressible), small and empty files,
+/// a symlink, nested folders and a non-UTF-8 name.
+fn make_source(dir: &Path, seed: u64) {
+    fs::create_dir_all(dir.join("images/train")).unwrap();
+    fs::create_dir_all(dir.join("empty-dir")).unwrap();
+    fs::write(dir.join("big.bin"), random_bytes(seed, 5 << 20)).unwrap();
+    fs::write(dir.join("table.csv"), text_bytes(3 << 20)).unwrap();
+    for i in 0..20 {
+        let len = 1000 + (i * 7919) % 60_000;
+        fs::write(
+            dir.join(format!("images/train/img_{i:03}.bin")),
+            random_bytes(seed * 100 + i as u64, len),
+        )
+        .unwrap();
+    }
+    fs::write(dir.join("empty.txt"), b"").unwrap();
+    let weird = OsString::from_vec(b"caf\xe9-\xff.txt".to_vec());
+    fs::write(dir.join("images").join(&weird), b"latin-1 name").unwrap();
+    std::os::unix::fs::symlink("images/train/img_000.bin", dir.join("first-image")).unwrap();
+}
+
+struct Vault {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl Vault {
+    fn new() -> Vault {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        Vault {
+            dir: root.join("vault"),
+            root,
+            _tmp: tmp,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--vault").arg(&self.dir).arg("--quiet");
+        c
+    }
+
+    /// Ingest `src` as gold/NAME@VERSION; returns the root hash.
+    fn ingest(&self, src: &Path, name: &str, version: &str) -> String {
+        let out = self
+            .cmd()
+            .arg("--json")
+            .args(["ingest"])
+            .arg(src)
+            .args(["--name", name, "--version", version])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ingest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["root"].as_str().unwrap().to_string()
+    }
+
+    fn mountpoint(&self, name: &str) -> PathBuf {
+        let mp = self.root.join(name);
+        fs::create_dir_all(&mp).unwrap();
+        mp
+    }
+
+    /// `dsvault mount [DATASET] MP`, waiting for the "mounted" line.
+    fn mount(&self, dataset: Option<&str>, mp: &Path) -> Mounted {
+        let mut c = self.cmd();
+        c.arg("mount");
+        if let Some(d) = dataset {
+            c.arg(d);
+        }
+        let mut child = c.arg(mp).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let mounted = Mounted {
+            stderr: child.stderr.take(),
+            child: Some(child),
+            mp: mp.to_path_buf(),
+        };
+        assert!(line.starts_with("mounted "), "no ready line, got {line:?}");
+        mounted
+    }
+}
+
+/// A running mount; dropping it kills the server and detaches the mount.
+struct Mounted {
+    child: Option<Child>,
+    stderr: Option<std::process::ChildStderr>,
+    mp: PathBuf,
+}
+
+impl Mounted {
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Wait for the server to exit; its exit code (None on timeout or signal).
+    fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// What the server wrote to stderr (call after it exited).
+    fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mp) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
+        }
+    }
+}
+
+fn is_mounted(mp: &Path) -> bool {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mp = mp.to_string_lossy();
+    mounts.lines().any(|l| l.split(' ').nth(1) == Some(&*mp))
+}
+
+/// Every path under `dir` (relative), sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in fs::read_dir(dir.join(&rel)).unwrap() {
+            let e = e.unwrap();
+            let p = rel.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap());
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+/// The mounted tree equals the source: same paths, bytes, sizes, symlink targets; files
+/// 0444, folders 0555; each file's blake3 xattr is its hash and the root xattr the root.
+fn assert_same_tree(src: &Path, mounted: &Path, root: &str) {
+    assert_eq!(walk(src), walk(mounted), "listings differ");
+    for rel in walk(src) {
+        let (s, m) = (src.join(&rel), mounted.join(&rel));
+        let (sm, mm) = (fs::symlink_metadata(&s).unwrap(), fs::symlink_metadata(&m).unwrap());
+        assert_eq!(sm.file_type(), mm.file_type(), "{rel:?}");
+        if sm.is_symlink() {
+            assert_eq!(fs::read_link(&s).unwrap(), fs::read_link(&m).unwrap());
+        } else if sm.is_dir() {
+            assert_eq!(mm.permissions().mode() & 0o7777, 0o555, "{rel:?}");
+        } else {
+            assert_eq!(mm.permissions().mode() & 0o7777, 0o444, "{rel:?}");
+            assert_eq!(sm.len(), mm.len(), "{rel:?}");
+            let bytes = fs::read(&s).unwrap();
+            assert!(bytes == fs::read(&m).unwrap(), "bytes of {rel:?} differ");
+            let hash = blake3::hash(&bytes).to_hex().to_string();
+            assert_eq!(getxattr(&m, "user.dsvault.blake3").unwrap(), hash.as_bytes(), "{rel:?}");
+            assert_eq!(getxattr(&m, "user.dsvault.root").unwrap(), root.as_bytes());
+        }
+    }
+    assert_eq!(getxattr(mounted, "user.dsvault.root").unwrap(), root.as_bytes());
+    assert_eq!(getxattr(mounted, "user.dsvault.nope"), Err(libc::ENODATA));
+}
+
+#[test]
+fn whole_vault_and_single_dataset_mounts_serve_exact_bytes() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    make_source(&src, 1);
+    let root = v.ingest(&src, "demo", "v1");
+
+    let mp = v.mountpoint("all");
+    let m = v.mount(None, &mp);
+    let names: Vec<_> = fs::read_dir(&mp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for top in ["gold", "derived", "work"] {
+        assert!(mp.join(top).is_dir());
+        assert_eq!(fs::metadata(mp.join(top)).unwrap().permissions().mode() & 0o7777, 0o555);
+    }
+    assert_eq!(fs::read_dir(mp.join("work")).unwrap().count(), 0);
+    assert_same_tree(&src, &mp.join("gold/demo/v1"), &root);
+    // Random-offset reads across chunk boundaries.
+    let data = fs::read(src.join("big.bin")).unwrap();
+    let f = fs::File::open(mp.join("gold/demo/v1/big.bin")).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for _ in 0..200 {
+        let off = (rng.next_u64() % data.len() as u64) as usize;
+        let len = (rng.next_u64() % (3 << 20)) as usize;
+        let end = (off + len).min(data.len());
+        let mut buf = vec![0u8; end - off];
+        f.read_exact_at(&mut buf, off as u64).unwrap();
+        assert!(buf == data[off..end], "pread at {off}+{len}");
+    }
+    // Inode numbers are stable across lookups.
+    use std::os::unix::fs::MetadataExt;
+    let a = fs::metadata(mp.join("gold/demo/v1/table.csv")).unwrap().ino();
+    assert_eq!(a, fs::metadata(mp.join("gold/demo/v1/table.csv")).unwrap().ino());
+    drop(m);
+    assert!(!is_mounted(&mp));
+
+    let one = v.mountpoint("one");
+    let m = v.mount(Some("gold/demo@v1"), &one);
+    assert_same_tree(&src, &one, &root);
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.contains(&*one.to_string_lossy())).unwrap();
+    for opt in ["ro", "nosuid", "nodev", "default_permissions"] {
+        assert!(
+            line.split(' ').nth(3).unwrap().split(',').any(|o| o == opt),
+            "{opt} missing: {line}"
+        );
+    }
+    drop(m);
+    assert!(!is_mounted(&one));
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+#[test]
+fn every_write_is_refused_with_erofs() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    make_source(&src, 2);
+    v.ingest(&src, "demo", "v1");
+    for (dataset, sub) in [(Some("demo@v1"), ""), (None, "gold/demo/v1")] {
+        let mp = v.mountpoint(if dataset.is_some() { "one" } else { "all" });
+        let _m = v.mount(dataset, &mp);
+        let d = mp.join(sub);
+        let file = d.join("table.csv");
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+        let checks: Vec<(&str, i32)> = vec![
+            (
+                "open O_WRONLY",
+                errno_of(fs::OpenOptions::new().write(true).open(&file)),
+            ),
+            (
+                "open O_RDWR",
+                errno_of(fs::OpenOptions::new().read(true).write(true).open(&file)),
+            ),
+            (
+                "open O_TRUNC",
+                errno_of(fs::OpenOptions::new().write(true).truncate(true).open(&file)),
+            ),
+            ("create", errno_of(fs::File::create(d.join("new.txt")))),
+            (
+                "create_new",
+                errno_of(
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o644)
+                        .open(d.join("n2")),
+                ),
+            ),
+            ("unlink", errno_of(fs::remove_file(&file))),
+            ("rename", errno_of(fs::rename(&file, d.join("moved.csv")))),
+            ("mkdir", errno_of(fs::create_dir(d.join("newdir")))),
+            ("rmdir", errno_of(fs::remove_dir(d.join("empty-dir")))),
+            (
+                "chmod",
+                errno_of(fs::set_permissions(&file, fs::Permissions::from_mode(0o644))),
+            ),
+            ("truncate", {
+                // SAFETY: valid C string.
+                let r = unsafe { libc::truncate(c(&file).as_ptr(), 0) };
+                if r == 0 {
+                    0
+                } else {
+                    std::io::Error::last_os_error().raw_os_error().unwrap()
+                }
+            }),
+            ("setxattr", {
+                let n = CString::new("user.x").unwrap();
+                // SAFETY: valid C strings and value.
+                let r = unsafe { libc::setxattr(c(&file).as_ptr(), n.as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+                if r == 0 {
+                    0
+                } else {
+                    std::io::Error::last_os_error().raw_os_error().unwrap()
+                }
+            }),
+            (
+                "symlink",
+                errno_of(std::os::unix::fs::symlink("table.csv", d.join("ln"))),
+            ),
+            ("link", errno_of(fs::hard_link(&file, d.join("hard")))),
+        ];
+        for (op, errno) in checks {
+            assert_eq!(errno, libc::EROFS, "{op} in {}: errno {errno}", d.display());
+        }
+        // Nothing changed.
+        assert_eq!(fs::read(&file).unwrap(), fs::read(src.join("table.csv")).unwrap());
+        if dataset.is_none() {
+            assert_eq!(errno_of(fs::create_dir(mp.join("gold/x"))), libc::EROFS);
+            assert_eq!(errno_of(fs::File::create(mp.join("work/out.txt"))), libc::EROFS);
+        }
+    }
+}
+
+/// Offset of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn packs(vault: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in fs::read_dir(vault.join("store/packs")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_flipped_pack_byte_gives_eio_on_exactly_the_damaged_file() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let damaged = random_bytes(31, 300_000);
+    fs::write(src.join("damaged.bin"), &damaged).unwrap();
+    fs::write(src.join("fine.bin"), random_bytes(32, 300_000)).unwrap();
+    fs::write(src.join("also-fine.txt"), text_bytes(100_000)).unwrap();
+    v.ingest(&src, "demo", "v1");
+    let needle = &damaged[150_000..150_064];
+    let (pack, at) = packs(&v.dir)
+        .into_iter()
+        .find_map(|p| find(&fs::read(&p).ok()?, needle).map(|at| (p, at)))
+        .expect("the damaged file's bytes are stored raw in a pack");
+    let mut perms = fs::metadata(&pack).unwrap().permissions();
+    perms.set_mode(0o644);
+    fs::set_permissions(&pack, perms).unwrap();
+    let f = fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at as u64 + 10).unwrap();
+    f.write_all_at(&[b[0] ^ 1], at as u64 + 10).unwrap();
+    drop(f);
+
+    let mp = v.mountpoint("mnt");
+    let mut m = v.mount(Some("gold/demo@v1"), &mp);
+    assert_eq!(errno_of(fs::read(mp.join("damaged.bin"))), libc::EIO);
+    assert_eq!(
+        errno_of(fs::read(mp.join("damaged.bin"))),
+        libc::EIO,
+        "damage is not cached away"
+    );
+    assert_eq!(
+        fs::read(mp.join("fine.bin")).unwrap(),
+        fs::read(src.join("fine.bin")).unwrap()
+    );
+    assert_eq!(fs::read(mp.join("also-fine.txt")).unwrap(), text_bytes(100_000));
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait(Duration::from_secs(10)), Some(0));
+    let log = m.stderr();
+    assert!(
+        log.contains("gold/demo@v1") && log.contains("damaged.bin") && log.contains("chunk"),
+        "log: {log}"
+    );
+}
+
+#[test]
+fn a_read_only_bind_in_a_fresh_mount_namespace_reads_correctly() {
+    if !can_mount() || Command::new("unshare").arg("--version").output().is_err() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    make_source(&src, 3);
+    v.ingest(&src, "demo", "v1");
+    let mp = v.mountpoint("mnt");
+    let _m = v.mount(Some("gold/demo@v1"), &mp);
+    let target = v.mountpoint("container-data");
+    let script = format!(
+        "set -e; mount --bind -o ro '{mp}' '{t}'; cmp '{src}/big.bin' '{t}/big.bin'; cmp '{src}/table.csv' '{t}/table.csv'; \
+         ls '{t}/images/train' | wc -l; if touch '{t}/x' 2>/dev/null; then exit 9; fi; grep ' {t} ' /proc/mounts",
+        mp = mp.display(),
+        t = target.display(),
+        src = src.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("20\n"), "{stdout}");
+    assert!(stdout.contains(" ro,"), "bind is not read-only: {stdout}");
+    assert!(!is_mounted(&target), "the bind leaked out of its namespace");
+}
+
+#[test]
+fn sigterm_and_sigint_exit_zero_with_the_mount_gone() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    make_source(&src, 4);
+    v.ingest(&src, "demo", "v1");
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mp = v.mountpoint("mnt");
+        let mut m = v.mount(None, &mp);
+        // A file held open keeps the mount busy: the server must still go.
+        let held = fs::File::open(mp.join("gold/demo/v1/table.csv")).unwrap();
+        m.signal(sig);
+        assert_eq!(m.wait(Duration::from_secs(15)), Some(0), "signal {sig}");
+        assert!(!is_mounted(&mp), "still mounted after signal {sig}");
+        drop(held);
+    }
+}
+
+#[test]
+fn a_stale_mount_point_is_reported_with_the_command_that_clears_it() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    make_source(&src, 5);
+    v.ingest(&src, "demo", "v1");
+    let mp = v.mountpoint("mnt");
+    let mut m = v.mount(None, &mp);
+    m.signal(libc::SIGKILL);
+    m.wait(Duration::from_secs(10));
+    assert!(is_mounted(&mp));
+    let out = v.cmd().arg("mount").arg(&mp).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stale") && err.contains(&format!("umount -l {}", mp.display())),
+        "{err}"
+    );
+    drop(m);
+    assert!(!is_mounted(&mp));
+
+    let out = v.cmd().arg("mount").arg(v.root.join("nope")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = v.cmd().arg("mount").arg(src.join("table.csv")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a folder"));
+}
+
+#[test]
+fn a_dataset_ingested_while_mounted_appears() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    make_source(&src, 6);
+    v.ingest(&src, "demo", "v1");
+    let mp = v.mountpoint("mnt");
+    let _m = v.mount(None, &mp);
+    assert!(!mp.join("gold/demo/v2").exists());
+    assert!(!mp.join("gold/other").exists());
+    fs::write(src.join("added.txt"), b"new in v2").unwrap();
+    v.ingest(&src, "demo", "v2");
+    v.ingest(&src, "other", "v1");
+    let start = Instant::now();
+    while !(mp.join("gold/demo/v2").exists() && mp.join("gold/other/v1").exists()) {
+        assert!(start.elapsed() < Duration::from_secs(10), "new datasets did not appear");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(fs::read(mp.join("gold/demo/v2/added.txt")).unwrap(), b"new in v2");
+    let names: Vec<_> = fs::read_dir(mp.join("gold"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+fn server_processes(vault: &Path) -> usize {
+    let needle = vault.as_os_str().as_bytes();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| c.windows(needle.len()).any(|w| w == needle) && c.windows(5).any(|w| w == b"mount"))
+        .count()
+}
+
+#[test]
+fn mount_and_unmount_fifty_times_without_leaks() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"hello").unwrap();
+    v.ingest(&src, "demo", "v1");
+    let mp = v.mountpoint("mnt");
+    for i in 0..50 {
+        let mut m = v.mount(if i % 2 == 0 { Some("demo@v1") } else { None }, &mp);
+        let file = if i % 2 == 0 {
+            mp.join("a.txt")
+        } else {
+            mp.join("gold/demo/v1/a.txt")
+        };
+        assert_eq!(fs::read(&file).unwrap(), b"hello");
+        match i % 3 {
+            0 => assert!(Command::new("umount").arg(&mp).status().unwrap().success()),
+            1 => assert!(Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mp)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or_else(|_| { Command::new("umount").arg(&mp).status().unwrap().success() })),
+            _ => m.signal(libc::SIGTERM),
+        }
+        assert_eq!(m.wait(Duration::from_secs(10)), Some(0), "round {i}");
+        assert!(!is_mounted(&mp), "round {i}: still mounted");
+    }
+    assert_eq!(server_processes(&v.dir), 0, "mount processes left behind");
+}
+
+#[test]
+fn sixteen_readers_on_two_mounts_read_correct_bytes_while_an_ingest_runs() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    make_source(&src, 7);
+    v.ingest(&src, "demo", "v1");
+    let other = v.root.join("other");
+    make_source(&other, 8);
+    let mp1 = v.mountpoint("m1");
+    let mp2 = v.mountpoint("m2");
+    let _m1 = v.mount(None, &mp1);
+    let _m2 = v.mount(Some("gold/demo@v1"), &mp2);
+    let mut ingest = v
+        .cmd()
+        .arg("ingest")
+        .arg(&other)
+        .args(["--name", "other", "--version", "v1"])
+        .spawn()
+        .unwrap();
+    let files: Vec<PathBuf> = walk(&src).into_iter().filter(|p| src.join(p).is_file()).collect();
+    let readers: Vec<_> = (0..16)
+        .map(|i| {
+            let base = if i % 2 == 0 {
+                mp1.join("gold/demo/v1")
+            } else {
+                mp2.clone()
+            };
+            let (src, files) = (src.clone(), files.clone());
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    for rel in &files {
+                        let got = fs::read(base.join(rel)).unwrap();
+                        assert!(got == fs::read(src.join(rel)).unwrap(), "reader {i}: {rel:?} differs");
+                    }
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(ingest.wait().unwrap().success());
+    let start = Instant::now();
+    while !mp1.join("gold/other/v1/big.bin").exists() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        fs::read(mp1.join("gold/other/v1/big.bin")).unwrap(),
+        fs::read(other.join("big.bin")).unwrap()
+    );
+}
+
+#[test]
+fn a_folder_of_100k_entries_lists_completely() {
+    if !can_mount() {
+        return;
+    }
+    const N: usize = 100_000;
+    let v = Vault::new();
+    let src = v.root.join("src");
+    fs::create_dir_all(src.join("many")).unwrap();
+    for i in 0..N {
+        fs::File::create(src.join(format!("many/f{i:06}"))).unwrap();
+    }
+    fs::write(src.join("many/f000123"), b"one with bytes").unwrap();
+    v.ingest(&src, "big", "v1");
+    let mp = v.mountpoint("mnt");
+    let _m = v.mount(Some("big@v1"), &mp);
+    let dir = mp.join("many");
+    let mut names: Vec<OsString> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), N);
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), N, "duplicates in the listing");
+    assert_eq!(names[N - 1], OsStr::new(&format!("f{:06}", N - 1)));
+    assert_eq!(fs::read(dir.join("f000123")).unwrap(), b"one with bytes");
+    // A second listing (served from the kernel's folder cache or again by us) agrees.
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), N);
+}
