@@ -26,7 +26,7 @@ pub enum Error {
     #[error("no space left on the device holding {}: free some space or move the vault (--vault) and run the command again; nothing was sealed", path.display())]
     NoSpace { path: PathBuf },
     #[error("catalog: {0}")]
-    Catalog(#[from] rusqlite::Error),
+    Catalog(rusqlite::Error),
     #[error("{0}")]
     Config(String),
     #[error("no vault at {}: create one with `dsvault init` (or `dsvault ingest`, which creates it)", .0.display())]
@@ -51,8 +51,12 @@ pub enum Error {
         existing: String,
         new: String,
     },
-    #[error("another ingest of {dataset} is running (pid {pid}); wait for it to finish")]
-    IngestInProgress { dataset: String, pid: u32 },
+    #[error("{dataset} already exists with root {existing} in the store but this source has root {new}; this catalog does not list it yet (another ingest is finishing it, an ingest was interrupted at its last step, or another machine sealed it); gold datasets never change: use a new --version")]
+    SealedInStore {
+        dataset: String,
+        existing: String,
+        new: String,
+    },
     #[error("source {} does not exist", .0.display())]
     SourceMissing(PathBuf),
     #[error("source {} is not a folder: ingest takes a folder (put the file in a folder of its own)", .0.display())]
@@ -116,12 +120,20 @@ impl Error {
         move |e| Error::io(action, path, e)
     }
 
-    /// True when the catalog reported SQLITE_FULL or the disk is full.
-    pub fn is_no_space(&self) -> bool {
-        match self {
-            Error::NoSpace { .. } => true,
-            Error::Catalog(rusqlite::Error::SqliteFailure(e, _)) => e.code == rusqlite::ErrorCode::DiskFull,
-            _ => false,
+    /// True when SQLite refused a write for a UNIQUE (or other) constraint.
+    pub fn is_constraint_violation(&self) -> bool {
+        matches!(self, Error::Catalog(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation)
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    /// A full disk under the catalog gets the same actionable message as a full disk anywhere.
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => Error::NoSpace {
+                path: PathBuf::from("the catalog (catalog.db)"),
+            },
+            _ => Error::Catalog(e),
         }
     }
 }

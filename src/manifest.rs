@@ -1,13 +1,17 @@
 //! Root hashes and manifests.
 //!
 //! Owns: the definition of a dataset's root hash, and the canonical manifest written to the
-//! store for each sealed dataset (the record `sync` rebuilds a catalog from).
+//! store for each sealed dataset (the record `sync` rebuilds a catalog from). A manifest is
+//! named by its root and describes content only: which names point at it is what refs say,
+//! so two datasets with equal content share one manifest. Modification times in it are those
+//! of the first ingest of that content.
 //!
 //! Root hash: entries in canonical order (parent path bytes, then name bytes); each entry's
 //! leaf is blake3 over `kind u8 | mode u32 | size u64 | path_len u32 | path | content [32] |
 //! target_len u32 | target` (little-endian; content is zeros for folders and symlinks); the
 //! root is blake3 in derive-key mode ("dsvault 2026 root v1") over `count u64` followed by
-//! every leaf. Modification times are recorded but not hashed: equal content, equal root.
+//! the 32-byte derive-key hash of all leaves in order. Modification times are recorded but
+//! not hashed: equal content, equal root.
 
 use std::io::Write;
 
@@ -109,8 +113,6 @@ pub struct ManifestEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
-    pub dataset: String,
-    pub created_at: i64,
     pub entries: Vec<ManifestEntry>,
     pub root: String,
 }
@@ -157,21 +159,10 @@ impl ManifestEntry {
 }
 
 /// Stream a pending dataset's manifest to `out` and return its root hash.
-pub fn write_manifest(
-    catalog: &Catalog,
-    dataset_id: i64,
-    dataset: &str,
-    created_at: i64,
-    out: &mut impl Write,
-) -> Result<RootHash> {
+pub fn write_manifest(catalog: &Catalog, dataset_id: i64, out: &mut impl Write) -> Result<RootHash> {
     let io = |e: std::io::Error| Error::Manifest(format!("writing manifest: {e}"));
     let mut root = RootHasher::default();
-    write!(
-        out,
-        "{{\"format\":1,\"dataset\":{},\"created_at\":{created_at},\"entries\":[",
-        serde_json::to_string(dataset).unwrap()
-    )
-    .map_err(io)?;
+    write!(out, "{{\"format\":1,\"entries\":[").map_err(io)?;
     let mut first = true;
     catalog.for_each_entry(dataset_id, |e: Entry| {
         let path = e.path();

@@ -105,13 +105,13 @@ impl Vault {
         for f in fs::read_dir(&tmp).map_err(Error::io_at("listing", &tmp))? {
             let f = f.map_err(Error::io_at("listing", &tmp))?;
             let name = f.file_name();
-            let pid: Option<i32> = name
+            // Our temporary files start with the writer's pid; leave anything else alone.
+            let pid = name
                 .to_str()
                 .and_then(|n| n.split('-').next())
-                .and_then(|p| p.parse().ok());
-            // SAFETY: signal 0 only probes for the process.
-            let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
-            if !alive && fs::remove_file(f.path()).is_ok() {
+                .and_then(|p| p.parse::<i64>().ok());
+            let Some(pid) = pid else { continue };
+            if !crate::catalog::process_alive(pid) && fs::remove_file(f.path()).is_ok() {
                 removed += 1;
             }
         }

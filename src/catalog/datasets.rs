@@ -71,7 +71,8 @@ pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<DatasetRow> {
     })
 }
 
-fn process_alive(pid: i64) -> bool {
+/// Whether a process with this pid exists on this machine (EPERM: it exists, not ours).
+pub(crate) fn process_alive(pid: i64) -> bool {
     // SAFETY: kill with signal 0 only checks whether the process exists.
     pid > 0
         && (unsafe { libc::kill(pid as libc::pid_t, 0) } == 0

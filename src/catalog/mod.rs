@@ -10,6 +10,7 @@ mod datasets;
 pub mod entries;
 mod view;
 
+pub(crate) use datasets::process_alive;
 pub use datasets::{DatasetRow, DatasetState, DatasetTotals};
 pub use entries::{Entry, EntryKind};
 pub use view::LaidOutChunk;

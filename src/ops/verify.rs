@@ -99,7 +99,7 @@ fn check_dataset(vault: &Vault, catalog: &Catalog, d: &DatasetRow, report: &mut 
             .push(problem("root", Some(d), None, "sealed without a root hash".into()));
         return Ok(());
     };
-    let recomputed = write_manifest(catalog, d.id, &d.name.to_string(), 0, &mut std::io::sink())?;
+    let recomputed = write_manifest(catalog, d.id, &mut std::io::sink())?;
     if recomputed != root {
         report.problems.push(problem(
             "root",
@@ -198,13 +198,35 @@ fn dataset_packs(catalog: &Catalog, dataset_id: i64) -> Result<Vec<(PackId, u64)
     Ok(out)
 }
 
-/// Report a damaged chunk once per dataset and path that uses it.
-fn report_chunk_users(catalog: &Catalog, chunk: ChunkId, pack: PackId, report: &mut VerifyReport) -> Result<()> {
+/// How a chunk is unusable.
+#[derive(Clone, Copy)]
+enum ChunkFault {
+    Damaged,
+    InMissingPack,
+}
+
+/// Report an unusable chunk once per dataset and path that uses it.
+fn report_chunk_users(
+    catalog: &Catalog,
+    chunk: ChunkId,
+    pack: PackId,
+    fault: ChunkFault,
+    report: &mut VerifyReport,
+) -> Result<()> {
     let users = catalog.chunk_users(chunk)?;
-    let detail = format!("chunk {chunk} in pack {pack} does not match its hash");
+    let (kind, detail) = match fault {
+        ChunkFault::Damaged => (
+            "damaged-chunk",
+            format!("chunk {chunk} in pack {pack} does not match its hash"),
+        ),
+        ChunkFault::InMissingPack => (
+            "missing-chunk",
+            format!("chunk {chunk} was in pack {pack}, which is missing"),
+        ),
+    };
     if users.is_empty() {
         report.problems.push(Problem {
-            kind: "damaged-chunk",
+            kind,
             dataset: None,
             path: None,
             detail: format!("{detail} (no dataset uses it)"),
@@ -212,7 +234,7 @@ fn report_chunk_users(catalog: &Catalog, chunk: ChunkId, pack: PackId, report: &
     }
     for (dataset, path) in users {
         report.problems.push(Problem {
-            kind: "damaged-chunk",
+            kind,
             dataset: Some(dataset),
             path: Some(String::from_utf8_lossy(&path).into_owned()),
             detail: detail.clone(),
@@ -242,7 +264,7 @@ fn check_pack(
                 .problems
                 .push(missing(format!("pack {pack} is missing from the store")));
             for e in catalog.chunks_in_pack(pack)? {
-                report_chunk_users(catalog, e.chunk, pack, report)?;
+                report_chunk_users(catalog, e.chunk, pack, ChunkFault::InMissingPack, report)?;
             }
             return Ok(());
         }
@@ -282,7 +304,7 @@ fn check_pack(
         }
     }
     for chunk in &bad {
-        report_chunk_users(catalog, *chunk, pack, report)?;
+        report_chunk_users(catalog, *chunk, pack, ChunkFault::Damaged, report)?;
     }
     if damage.hash_mismatch && bad.is_empty() && damage.unreadable_index.is_none() {
         report.problems.push(Problem {

@@ -65,6 +65,12 @@ pub fn parse_index(pack: PackId, bytes: &[u8]) -> Result<Vec<IndexEntry>> {
             detail: "no pack header".into(),
         });
     }
+    if bytes[8..12] != super::PACK_VERSION.to_le_bytes() {
+        return Err(Error::CorruptPack {
+            pack,
+            detail: "unknown pack version in the header".into(),
+        });
+    }
     let (index_offset, count, index_hash) = parse_footer(pack, &bytes[bytes.len() - FOOTER_LEN..])?;
     let index_end = bytes.len() - FOOTER_LEN;
     if index_offset as usize > index_end {

@@ -77,7 +77,7 @@ impl Store {
             let _ = fs::remove_file(&sealed.tmp_path);
             return Ok(());
         }
-        fs::rename(&sealed.tmp_path, &dest).map_err(Error::io_at("publishing pack", &dest))?;
+        move_into_place(&sealed.tmp_path, &dest).map_err(Error::io_at("publishing pack", &dest))?;
         crate::crashpoint::hit("pack-after-rename");
         sync_dir(dir)?;
         Ok(())
@@ -203,7 +203,7 @@ impl Store {
         }
         fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
             .map_err(Error::io_at("setting permissions of", tmp))?;
-        fs::rename(tmp, &path).map_err(Error::io_at("publishing manifest", &path))?;
+        move_into_place(tmp, &path).map_err(Error::io_at("publishing manifest", &path))?;
         sync_dir(path.parent().expect("manifest dir"))
     }
 
@@ -294,6 +294,30 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<()> 
     write_file_synced(&tmp, bytes, mode)?;
     fs::rename(&tmp, path).map_err(Error::io_at("renaming into place", path))?;
     sync_dir(dir)
+}
+
+/// Rename `from` to `to`; when they are on different file systems (a `file://` store outside
+/// the vault folder), copy to a temporary name beside `to`, fsync it, rename it, and remove
+/// `from`. Either way `to` appears whole or not at all.
+fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    match fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let name = to
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = to.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+            let copied = fs::copy(from, &tmp)
+                .and_then(|_| File::open(&tmp)?.sync_all())
+                .and_then(|_| fs::rename(&tmp, to));
+            if copied.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            copied?;
+            fs::remove_file(from)
+        }
+        other => other,
+    }
 }
 
 /// fsync a directory so that renames and creations in it survive a crash.

@@ -307,13 +307,7 @@ fn seal(
     let root = {
         let file = std::fs::File::create(&tmp).map_err(Error::io_at("creating", &tmp))?;
         let mut out = std::io::BufWriter::new(file);
-        let root = write_manifest(
-            catalog,
-            dataset_id,
-            &name.to_string(),
-            crate::catalog::now_secs(),
-            &mut out,
-        )?;
+        let root = write_manifest(catalog, dataset_id, &mut out)?;
         let file = out
             .into_inner()
             .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
@@ -341,7 +335,7 @@ fn seal(
         RefOutcome::Created | RefOutcome::AlreadyPresent => {}
         RefOutcome::Conflict(existing) => {
             catalog.abandon_dataset(dataset_id)?;
-            return Err(Error::DatasetExists {
+            return Err(Error::SealedInStore {
                 dataset: name.to_string(),
                 existing: existing.to_hex(),
                 new: root.to_hex(),
@@ -356,8 +350,23 @@ fn seal(
         bytes: totals.bytes,
         stored_bytes,
     };
-    catalog.transaction(|c| c.seal_dataset(dataset_id, root, &t))?;
-    Ok((root, false))
+    match catalog.transaction(|c| c.seal_dataset(dataset_id, root, &t)) {
+        Ok(()) => Ok((root, false)),
+        // Another ingest of the same name sealed first (the partial unique index refused us).
+        Err(e) if e.is_constraint_violation() => {
+            catalog.abandon_dataset(dataset_id)?;
+            match catalog.sealed_dataset(name)? {
+                Some(existing) if existing.root == Some(root) => Ok((root, true)),
+                Some(existing) => Err(Error::DatasetExists {
+                    dataset: name.to_string(),
+                    existing: existing.root.map(|r| r.to_hex()).unwrap_or_default(),
+                    new: root.to_hex(),
+                }),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// What ingesting `source` would store, storing nothing.
