@@ -9,7 +9,7 @@ use clap::Args;
 use dsvault::ops::{export, verify};
 use dsvault::DatasetRef;
 
-use super::output::{bytes, json_line};
+use super::output::{bytes, json_line, json_path};
 use super::progress::Bar;
 use super::Globals;
 
@@ -49,9 +49,10 @@ pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
 pub fn export(g: &Globals, a: ExportArgs) -> Result<i32> {
     let vault = g.open_vault()?;
     let bar = Bar::new(g, "export");
-    let r = export::export(&vault, &a.dataset, &a.dest, &bar)
+    let mut r = export::export(&vault, &a.dataset, &a.dest, &bar)
         .with_context(|| format!("exporting {} to {}", a.dataset, a.dest.display()))?;
     if g.json {
+        r.destination = json_path(&r.destination);
         json_line(&r)?;
     } else if !g.quiet {
         println!(

@@ -8,7 +8,7 @@ use clap::Args;
 use dsvault::ops::ingest::{self, IngestOptions, IngestReport, SkippedFile};
 use dsvault::{DatasetName, Kind, Vault};
 
-use super::output::{bytes, json_line};
+use super::output::{bytes, json_line, json_path};
 use super::progress::Bar;
 use super::Globals;
 
@@ -74,6 +74,13 @@ fn warn_skipped(g: &Globals, skipped: &[SkippedFile]) {
     }
 }
 
+/// Skipped paths as JSON can hold them (see [`json_path`]).
+fn json_paths(skipped: &mut [SkippedFile]) {
+    for s in skipped {
+        s.path = json_path(&s.path);
+    }
+}
+
 pub fn ingest(g: &Globals, a: IngestArgs) -> Result<i32> {
     let name = DatasetName::new(Kind::Gold, &a.name, &a.version)?;
     let vault =
@@ -85,10 +92,11 @@ pub fn ingest(g: &Globals, a: IngestArgs) -> Result<i32> {
         opts.threads = t.max(1);
     }
     let bar = Bar::new(g, "ingest");
-    let report =
+    let mut report =
         ingest::ingest(&vault, &opts, &bar).with_context(|| format!("ingesting {} as {name}", a.src.display()))?;
     warn_skipped(g, &report.skipped);
     if g.json {
+        json_paths(&mut report.skipped);
         json_line(&report)?;
     } else if !g.quiet {
         print_ingest(&report);
@@ -126,9 +134,11 @@ pub fn estimate(g: &Globals, a: EstimateArgs) -> Result<i32> {
     let vault =
         Vault::open_or_init(&g.vault_dir).with_context(|| format!("opening the vault at {}", g.vault_dir.display()))?;
     let bar = Bar::new(g, "estimate");
-    let r = ingest::estimate(&vault, &a.src, &bar).with_context(|| format!("estimating {}", a.src.display()))?;
+    let mut r = ingest::estimate(&vault, &a.src, &bar).with_context(|| format!("estimating {}", a.src.display()))?;
     warn_skipped(g, &r.skipped);
     if g.json {
+        json_paths(&mut r.skipped);
+        r.source = json_path(&r.source);
         json_line(&r)?;
     } else if !g.quiet {
         println!(
