@@ -30,6 +30,13 @@ fn missing_source_or_a_file_as_source_is_refused() {
         .code_is(1)
         .mentions(&["just-a-file.bin", "not a folder"]);
 
+    // A bad source leaves no new, empty vault behind; with a vault, nothing is added to it.
+    assert!(
+        !vault.dir.join("vault.toml").exists(),
+        "a failed ingest created a vault"
+    );
+    vault.run(["init"]).code_is(0);
+    vault.ingest(&missing, "ds", "v1", &[]).code_is(1);
     assert!(vault.datasets().is_empty());
     vault.verify();
 }
@@ -240,8 +247,8 @@ fn bad_dataset_names_and_versions_are_refused() {
         run_cmd(cmd)
     };
     for b in bad {
-        ingest(b, "v1").failed().mentions(&["invalid dataset name"]);
-        ingest("ok", b).failed().mentions(&["invalid version"]);
+        ingest(b, "v1").code_is(2).mentions(&["invalid"]);
+        ingest("ok", b).code_is(2).mentions(&["invalid"]);
     }
     // NUL cannot even be passed on a command line (execve takes C strings); the library
     // refuses it for callers that could.
@@ -262,7 +269,7 @@ fn bad_dataset_names_and_versions_are_refused() {
         vault.run(["show", r]).code_is(2);
         vault.run(["cat", r, "f.txt"]).code_is(2);
     }
-    vault.run(["ls", "../x"]).code_is(1).mentions(&["invalid dataset name"]);
+    vault.run(["ls", "../x"]).code_is(2).mentions(&["invalid dataset name"]);
 
     // Nothing but the good dataset exists, in the catalog or as a ref.
     assert_eq!(vault.datasets(), ["gold/good@v1"]);

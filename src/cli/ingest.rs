@@ -24,10 +24,10 @@ pub struct IngestArgs {
     /// The folder to ingest.
     src: PathBuf,
     /// Dataset name: letters, digits and . _ + - (becomes gold/NAME@VERSION).
-    #[arg(long)]
+    #[arg(long, value_parser = dataset_name)]
     name: String,
     /// Dataset version, same alphabet as the name; NAME@VERSION can never change once sealed.
-    #[arg(long)]
+    #[arg(long, value_parser = dataset_version)]
     version: String,
     /// Store symlinks that point outside the source tree instead of refusing them.
     #[arg(long)]
@@ -81,8 +81,20 @@ fn json_paths(skipped: &mut [SkippedFile]) {
     }
 }
 
+/// NAME checked at parse time, so a bad one is a usage error (exit 2).
+fn dataset_name(s: &str) -> Result<String, dsvault::Error> {
+    dsvault::dataset::validate_component("dataset name", s).map(|_| s.to_string())
+}
+
+/// VERSION checked at parse time, so a bad one is a usage error (exit 2).
+fn dataset_version(s: &str) -> Result<String, dsvault::Error> {
+    dsvault::dataset::validate_component("version", s).map(|_| s.to_string())
+}
+
 pub fn ingest(g: &Globals, a: IngestArgs) -> Result<i32> {
     let name = DatasetName::new(Kind::Gold, &a.name, &a.version)?;
+    // A bad source must not leave a new, empty vault behind.
+    ingest::check_source(&a.src).with_context(|| format!("ingesting {} as {name}", a.src.display()))?;
     let vault =
         Vault::open_or_init(&g.vault_dir).with_context(|| format!("opening the vault at {}", g.vault_dir.display()))?;
     let mut opts = IngestOptions::new(a.src.clone(), name.clone());
@@ -131,10 +143,21 @@ fn print_ingest(r: &IngestReport) {
 }
 
 pub fn estimate(g: &Globals, a: EstimateArgs) -> Result<i32> {
-    let vault =
-        Vault::open_or_init(&g.vault_dir).with_context(|| format!("opening the vault at {}", g.vault_dir.display()))?;
+    // Estimating stores nothing, not even a new vault: without one, compare against an empty
+    // vault in a temporary folder.
+    let scratch = std::env::temp_dir().join(format!("dsvault-estimate-{}", std::process::id()));
+    let (vault, scratch) = match Vault::open(&g.vault_dir) {
+        Ok(v) => (v, None),
+        Err(dsvault::Error::NoVault(_)) => (Vault::init(&scratch, None)?, Some(scratch)),
+        Err(e) => return Err(e).with_context(|| format!("opening the vault at {}", g.vault_dir.display())),
+    };
     let bar = Bar::new(g, "estimate");
-    let mut r = ingest::estimate(&vault, &a.src, &bar).with_context(|| format!("estimating {}", a.src.display()))?;
+    let result = ingest::estimate(&vault, &a.src, &bar);
+    drop(vault);
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let mut r = result.with_context(|| format!("estimating {}", a.src.display()))?;
     warn_skipped(g, &r.skipped);
     if g.json {
         json_paths(&mut r.skipped);

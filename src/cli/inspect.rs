@@ -13,7 +13,8 @@ use super::Globals;
 #[derive(Args, Debug)]
 pub struct LsArgs {
     /// `gold`, `derived`, or a dataset NAME (all its versions).
-    filter: Option<String>,
+    #[arg(value_parser = ls_filter)]
+    filter: Option<LsFilter>,
 }
 
 #[derive(Args, Debug)]
@@ -40,16 +41,28 @@ fn dataset_json(d: &DatasetRow) -> serde_json::Value {
     })
 }
 
+/// What `ls` lists.
+#[derive(Debug, Clone)]
+pub enum LsFilter {
+    Kind(Kind),
+    Name(String),
+}
+
+/// Checked at parse time, so a bad filter is a usage error (exit 2).
+fn ls_filter(s: &str) -> Result<LsFilter, dsvault::Error> {
+    match s {
+        "gold" => Ok(LsFilter::Kind(Kind::Gold)),
+        "derived" => Ok(LsFilter::Kind(Kind::Derived)),
+        n => dsvault::dataset::validate_component("dataset name", n).map(|_| LsFilter::Name(n.to_string())),
+    }
+}
+
 pub fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
     let catalog = g.open_vault()?.catalog()?;
-    let (kind, name) = match a.filter.as_deref() {
+    let (kind, name) = match &a.filter {
         None => (None, None),
-        Some("gold") => (Some(Kind::Gold), None),
-        Some("derived") => (Some(Kind::Derived), None),
-        Some(n) => {
-            dsvault::dataset::validate_component("dataset name", n)?;
-            (None, Some(n))
-        }
+        Some(LsFilter::Kind(k)) => (Some(*k), None),
+        Some(LsFilter::Name(n)) => (None, Some(n.as_str())),
     };
     for d in catalog.list_datasets(kind, name)? {
         if g.json {

@@ -130,7 +130,7 @@ pub enum Msg {
 
 /// Check the source is a readable folder and return its canonical path: the files cache is
 /// keyed by absolute source paths, which must not depend on the working directory.
-fn check_source(source: &Path) -> Result<PathBuf> {
+pub fn check_source(source: &Path) -> Result<PathBuf> {
     match std::fs::metadata(source) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::SourceMissing(source.to_path_buf())),
         Err(e) => Err(Error::Unreadable {
