@@ -45,7 +45,7 @@ pub enum Error {
     DatasetNotFound(String),
     #[error("{name} is ambiguous: it names {candidates}; say which with gold/ or derived/")]
     AmbiguousDataset { name: String, candidates: String },
-    #[error("{dataset} already exists with root {existing} but this source has root {new}; gold datasets never change: ingest it under a new --version")]
+    #[error("{dataset} already exists with root {existing} but this source has root {new}; sealed datasets never change: use a new --version")]
     DatasetExists {
         dataset: String,
         existing: String,
@@ -97,6 +97,22 @@ pub enum Error {
     Stopped(&'static str),
     #[error("{0}")]
     Manifest(String),
+    #[error("no workspace {0}; `dsvault workspace ls` lists them")]
+    WorkspaceNotFound(String),
+    #[error("workspace {0} already exists; pick another name or `dsvault workspace rm {0}` first")]
+    WorkspaceExists(String),
+    #[error("{dataset}, a base of workspace {workspace}, is no longer in the vault; remove the workspace")]
+    BaseMissing { workspace: String, dataset: String },
+    #[error("{dataset} is a base of workspace {workspace}; `dsvault workspace rm {workspace}` first")]
+    InUseByWorkspace { dataset: String, workspace: String },
+    #[error("{0} is gold: gold datasets are removed only with --force-gold and a typed confirmation")]
+    GoldProtected(String),
+    #[error("{path:?} is not a valid path in a workspace: {reason}")]
+    InvalidWorkspacePath { path: String, reason: &'static str },
+    #[error("content {0} is not in the catalog (was it collected by gc while this ran?); run the command again")]
+    MissingContent(crate::id::ContentId),
+    #[error("{0} is running in this vault; try again when it has finished")]
+    Busy(&'static str),
 }
 
 impl Error {

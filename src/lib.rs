@@ -2,8 +2,9 @@
 //!
 //! Layers, top to bottom (dependencies point down only):
 //!
-//! - [`ops`]: one module per verb (ingest, estimate, verify, export, stats); no printing,
-//!   progress through [`progress::Progress`].
+//! - [`ops`]: one module per verb (ingest, estimate, derive, lineage, remove, gc, verify,
+//!   export, stats); no printing, progress through [`progress::Progress`].
+//! - [`workspace`]: writable upper layers over sealed datasets, and the merged-view rules.
 //! - [`catalog`] (SQLite), [`chunker`] (FastCDC), [`pack`] (pack format), [`store`] (where
 //!   packs, manifests and refs live), [`manifest`] (root hashes and manifests).
 //! - [`vfs`]: the read-only file-tree view that `dsvault mount` serves through FUSE.
@@ -34,6 +35,7 @@ pub mod progress;
 pub mod store;
 pub mod vault;
 pub mod vfs;
+pub mod workspace;
 
 pub use dataset::{DatasetName, DatasetRef, Kind};
 pub use error::{Error, Result};

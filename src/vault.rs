@@ -119,6 +119,53 @@ impl Vault {
     }
 }
 
+/// A lock on the vault's `lock` file, released when dropped. Ingest and derive hold it
+/// shared for their whole run; gc holds it exclusive, so it never runs while a writer has
+/// looked up chunks or contents it is about to reference.
+pub struct VaultLock {
+    _file: fs::File,
+}
+
+impl Vault {
+    fn lock(&self, op: libc::c_int) -> Result<Option<VaultLock>> {
+        use std::os::fd::AsRawFd;
+        let path = self.dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io_at("opening", &path))?;
+        loop {
+            // SAFETY: flock only takes the descriptor and an integer operation.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(Some(VaultLock { _file: file }));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Ok(None),
+                _ => return Err(Error::io("locking", &path, e)),
+            }
+        }
+    }
+
+    /// Shared lock for a writer (ingest, derive); waits while gc runs.
+    pub fn lock_writer(&self) -> Result<VaultLock> {
+        Ok(self.lock(libc::LOCK_SH)?.expect("a blocking flock returns the lock"))
+    }
+
+    /// Exclusive lock for gc; [`Error::Busy`] when an ingest or derive is running.
+    pub fn lock_exclusive(&self) -> Result<VaultLock> {
+        self.lock(libc::LOCK_EX | libc::LOCK_NB)?
+            .ok_or(Error::Busy("an ingest or derive"))
+    }
+
+    /// The folder holding workspace upper layers.
+    pub fn workspaces_dir(&self) -> PathBuf {
+        self.dir.join("workspaces")
+    }
+}
+
 /// Resolve a `file://` store URL; a relative path is relative to the vault folder.
 fn store_dir(vault_dir: &Path, url: &str) -> Result<PathBuf> {
     let path = url.strip_prefix("file://").ok_or_else(|| {

@@ -164,10 +164,12 @@ impl Catalog {
     /// Remove a pending dataset and its entries.
     pub fn abandon_dataset(&self, id: i64) -> Result<()> {
         self.transaction(|c| {
-            c.conn().execute(
-                "DELETE FROM entries WHERE dataset_id = ?1 AND (SELECT state FROM datasets WHERE id = ?1) = 'pending'",
-                [id],
-            )?;
+            for table in ["lineage_inputs", "lineage", "entries"] {
+                c.conn().execute(
+                    &format!("DELETE FROM {table} WHERE dataset_id = ?1 AND (SELECT state FROM datasets WHERE id = ?1) = 'pending'"),
+                    [id],
+                )?;
+            }
             c.conn()
                 .execute("DELETE FROM datasets WHERE id = ?1 AND state = 'pending'", [id])?;
             Ok(())

@@ -8,12 +8,18 @@
 
 mod datasets;
 pub mod entries;
+mod gc;
+mod lineage;
 mod view;
+mod workspaces;
 
 pub(crate) use datasets::process_alive;
 pub use datasets::{DatasetRow, DatasetState, DatasetTotals};
 pub use entries::{Entry, EntryKind};
+pub use gc::{PackUsage, RetiredPack};
+pub use lineage::{LineageInput, LineageRecord};
 pub use view::LaidOutChunk;
+pub use workspaces::{BaseRow, WorkspaceRow};
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,7 +30,10 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, ContentId, PackId};
 use crate::pack::{Codec, IndexEntry};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../schema/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema/0001_init.sql"),
+    include_str!("../../schema/0002_workspaces.sql"),
+];
 
 /// How long a writer waits for another writer's transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -157,6 +166,10 @@ impl Catalog {
         self.conn
             .prepare_cached("INSERT OR IGNORE INTO packs (hash, size, chunk_count, added_at) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![pack.as_bytes(), size as i64, entries.len() as i64, now_secs()])?;
+        // A pack gc retired may be published again with the same bytes: it is live again.
+        self.conn
+            .prepare_cached("DELETE FROM retired_packs WHERE hash = ?1")?
+            .execute([pack.as_bytes()])?;
         let pack_id: i64 = self
             .conn
             .prepare_cached("SELECT id FROM packs WHERE hash = ?1")?
@@ -270,6 +283,10 @@ impl Catalog {
     pub fn insert_content(&self, hash: ContentId, size: u64, chunks: &[FileChunk]) -> Result<i64> {
         if let Some(row) = self.content(hash)? {
             return Ok(row.id);
+        }
+        if chunks.is_empty() && size > 0 {
+            // A reference to content that is gone (collected since it was looked up).
+            return Err(Error::MissingContent(hash));
         }
         self.conn
             .prepare_cached("INSERT INTO contents (hash, size, chunk_count) VALUES (?1, ?2, ?3)")?

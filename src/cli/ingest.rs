@@ -82,12 +82,12 @@ fn json_paths(skipped: &mut [SkippedFile]) {
 }
 
 /// NAME checked at parse time, so a bad one is a usage error (exit 2).
-fn dataset_name(s: &str) -> Result<String, dsvault::Error> {
+pub(super) fn dataset_name(s: &str) -> Result<String, dsvault::Error> {
     dsvault::dataset::validate_component("dataset name", s).map(|_| s.to_string())
 }
 
 /// VERSION checked at parse time, so a bad one is a usage error (exit 2).
-fn dataset_version(s: &str) -> Result<String, dsvault::Error> {
+pub(super) fn dataset_version(s: &str) -> Result<String, dsvault::Error> {
     dsvault::dataset::validate_component("version", s).map(|_| s.to_string())
 }
 

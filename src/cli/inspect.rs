@@ -100,14 +100,19 @@ pub fn show(g: &Globals, a: ShowArgs) -> Result<i32> {
     );
     println!("  source        {}", d.source.as_deref().unwrap_or("-"));
     println!("  sealed        {}", d.sealed_at.map(timestamp).unwrap_or_default());
-    println!(
-        "  lineage       {}",
-        if d.name.kind == Kind::Gold {
-            "gold (ingested from source)"
-        } else {
-            "-"
+    let lineage = match catalog.lineage(d.id)? {
+        _ if d.name.kind == Kind::Gold => "gold (ingested from source)".to_string(),
+        Some(l) => {
+            let inputs: Vec<String> = l.inputs.iter().map(|i| i.name.to_string()).collect();
+            format!(
+                "from workspace {} over {} (`dsvault lineage` for the tree)",
+                l.workspace,
+                inputs.join(", ")
+            )
         }
-    );
+        None => "-".to_string(),
+    };
+    println!("  lineage       {lineage}");
     Ok(0)
 }
 

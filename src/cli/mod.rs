@@ -5,11 +5,14 @@
 //! A closed stdout (`dsvault ls | head`) is a normal exit.
 
 mod data;
+mod derive;
+mod gc;
 mod ingest;
 mod inspect;
 mod mount;
 mod output;
 mod progress;
+mod workspace;
 
 use std::path::PathBuf;
 
@@ -57,6 +60,16 @@ enum Command {
     Verify(data::VerifyArgs),
     /// Serve the vault (or one dataset) read-only as files until unmounted or interrupted.
     Mount(mount::MountArgs),
+    /// Create, list or remove workspaces (writable layers over datasets).
+    Workspace(workspace::WorkspaceArgs),
+    /// Seal a workspace's merged view as the derived dataset NAME@VERSION.
+    Derive(derive::DeriveArgs),
+    /// The inputs of a dataset, back to gold.
+    Lineage(derive::LineageArgs),
+    /// Remove a derived dataset (gold only with --force-gold and a typed confirmation).
+    Rm(gc::RmArgs),
+    /// Reclaim stored bytes nothing references any more.
+    Gc(gc::GcArgs),
 }
 
 /// Global settings every command sees.
@@ -139,5 +152,10 @@ fn run(g: &Globals, command: Command) -> Result<i32> {
         Command::Export(a) => data::export(g, a),
         Command::Verify(a) => data::verify(g, a),
         Command::Mount(a) => mount::mount(g, a),
+        Command::Workspace(a) => workspace::workspace(g, a),
+        Command::Derive(a) => derive::derive(g, a),
+        Command::Lineage(a) => derive::lineage(g, a),
+        Command::Rm(a) => gc::rm(g, a),
+        Command::Gc(a) => gc::gc(g, a),
     }
 }

@@ -1,8 +1,12 @@
 //! Operations: one module per verb. Nothing here prints; long work reports through
 //! [`crate::progress::Progress`].
 
+pub mod derive;
 pub mod export;
+pub mod gc;
 pub mod ingest;
+pub mod lineage;
 pub mod recover;
+pub mod remove;
 pub mod stats;
 pub mod verify;

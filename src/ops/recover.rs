@@ -3,7 +3,8 @@
 //! Owns: indexing packs that reached the store but not the catalog (the process was killed
 //! between publishing a pack and recording it), so the next ingest reuses them instead of
 //! writing them again. Each such pack is re-hashed in full first; one that does not verify
-//! was never referenced by anything and is removed.
+//! was never referenced by anything and is removed. Packs that gc retired (dropped from the
+//! catalog, file kept for a grace period) are not orphans and are left alone.
 
 use crate::catalog::Catalog;
 use crate::error::Result;
@@ -14,8 +15,9 @@ use crate::vault::Vault;
 pub fn index_orphan_packs(vault: &Vault, catalog: &Catalog) -> Result<usize> {
     let store = vault.store();
     let mut indexed = 0;
+    let retired: std::collections::HashSet<_> = catalog.retired_packs()?.into_iter().map(|r| r.pack).collect();
     for (id, size) in store.list_packs()? {
-        if catalog.has_pack(id)? {
+        if retired.contains(&id) || catalog.has_pack(id)? {
             continue;
         }
         let bytes = store.read_pack(id)?;

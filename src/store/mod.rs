@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -139,15 +139,31 @@ impl Store {
     /// Read `len` bytes at `offset` of a pack with a positional read.
     pub fn read_pack_range(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
         let file = self.open_pack(id)?;
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
+        read_exact_at_uninit(&file, len, offset).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => Error::CorruptPack {
                 pack: id,
                 detail: format!("truncated: no bytes at {offset}+{len}"),
             },
             _ => Error::io("reading pack", &self.pack_path(id), e),
-        })?;
-        Ok(buf)
+        })
+    }
+
+    /// Ask the kernel to start reading `len` bytes at `offset` of a pack into the page cache
+    /// and return at once (readahead ahead of a sequential reader; errors are ignored: the
+    /// read itself reports them).
+    pub fn advise_pack_range(&self, id: PackId, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        if let Ok(file) = self.open_pack(id) {
+            // SAFETY: posix_fadvise only reads its integer arguments.
+            unsafe {
+                libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
     }
 
     /// Read one chunk and check it against its hash.
@@ -251,6 +267,17 @@ impl Store {
         }
     }
 
+    /// Delete a ref (only `rm` of a dataset calls this, after the catalog forgot it) and fsync
+    /// its folder. A missing ref is not an error, so an interrupted `rm` can run again.
+    pub fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {
+        let path = self.ref_path(kind, name, version);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("ref has a parent")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing ref", &path, e)),
+        }
+    }
+
     /// The root a ref names, or `None`.
     pub fn read_ref(&self, kind: &str, name: &str, version: &str) -> Result<Option<RootHash>> {
         let path = self.ref_path(kind, name, version);
@@ -325,4 +352,35 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io_at("syncing directory", dir))
+}
+
+/// `len` bytes at `offset` of `file`, read into a fresh buffer without zeroing it first.
+fn read_exact_at_uninit(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let mut done = 0;
+    while done < len {
+        // SAFETY: the destination is the buffer's unused capacity from `done` to `len`.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(done).cast(),
+                len - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    // SAFETY: pread initialised all `len` bytes.
+    unsafe { buf.set_len(len) };
+    Ok(buf)
 }

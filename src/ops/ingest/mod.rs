@@ -9,7 +9,7 @@
 
 mod walk;
 mod worker;
-mod writer;
+pub(crate) mod writer;
 
 pub use walk::symlink_leaves_tree;
 
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crossbeam_channel::Sender;
 use serde::Serialize;
 
 use crate::catalog::FileStamp;
@@ -30,6 +31,7 @@ use crate::pack::{CompressPolicy, EncodedChunk};
 use crate::progress::Progress;
 use crate::store::RefOutcome;
 use crate::vault::Vault;
+pub(crate) use walk::FileJob;
 use writer::{Publisher, Writer};
 
 /// What to ingest and how.
@@ -116,6 +118,8 @@ pub struct NewChunk {
 
 /// Messages to the writer.
 pub enum Msg {
+    /// A folder, a symlink, or a file whose content is already stored (`content` set): it
+    /// is recorded as it is, with no reading or chunking.
     Entry(Entry),
     Skipped(SkippedFile),
     Chunk(NewChunk),
@@ -152,13 +156,50 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Run walker and workers feeding `writer`; returns once all input is consumed or failed.
+/// How the pipeline runs, whatever feeds it.
+pub(crate) struct PipelineSettings<'a> {
+    pub threads: usize,
+    pub rehash: bool,
+    /// Folder whose regular-file bytes make the progress bar's total, if any.
+    pub total_of: Option<&'a Path>,
+}
+
+impl<'a> PipelineSettings<'a> {
+    fn of(opts: &'a IngestOptions) -> Self {
+        PipelineSettings {
+            threads: opts.threads,
+            rehash: opts.rehash,
+            total_of: Some(&opts.source),
+        }
+    }
+}
+
+/// Where the pipeline's work comes from: a function run on its own thread that sends
+/// ready-made entries (folders, symlinks, and files that are references to stored content)
+/// to the writer and regular files to read to the workers. Ingest's is the folder walk.
+pub(crate) trait Produce: FnOnce(&Sender<Msg>, &Sender<FileJob>) + Send {}
+impl<F: FnOnce(&Sender<Msg>, &Sender<FileJob>) + Send> Produce for F {}
+
+/// The folder walk of an ingest, as a producer.
+fn walk_source(opts: &IngestOptions) -> impl Produce + '_ {
+    move |to_writer: &Sender<Msg>, to_workers: &Sender<FileJob>| {
+        walk::walk(&opts.source, opts.allow_external_symlinks, to_writer, to_workers)
+    }
+}
+
+/// Walk a folder (refusing symlinks that leave it) as part of another producer.
+pub(crate) fn walk_folder(root: &Path, to_writer: &Sender<Msg>, to_workers: &Sender<FileJob>) {
+    walk::walk(root, false, to_writer, to_workers)
+}
+
+/// Run the producer and workers feeding `writer`; returns once all input is consumed or failed.
 fn run_pipeline(
     vault: &Vault,
-    opts: &IngestOptions,
+    settings: &PipelineSettings<'_>,
     estimate: bool,
     progress: &dyn Progress,
     writer: &mut Writer<'_>,
+    produce: impl Produce,
 ) -> Result<()> {
     let config = vault.config();
     let ctx = worker::WorkerContext {
@@ -167,26 +208,27 @@ fn run_pipeline(
             level: config.compression.zstd_level,
             min_saving_percent: config.compression.min_saving_percent,
         },
-        rehash: opts.rehash,
+        rehash: settings.rehash,
         estimate,
         racy_after_ns: now_ns() - 2_000_000_000,
         progress,
     };
     let (to_writer, from_pipeline) = crossbeam_channel::bounded::<Msg>(16);
     let (to_workers, jobs) = crossbeam_channel::bounded(64);
-    let catalogs: Vec<Catalog> = (0..opts.threads.max(1))
+    let catalogs: Vec<Catalog> = (0..settings.threads.max(1))
         .map(|_| vault.catalog())
         .collect::<Result<_>>()?;
     std::thread::scope(|s| {
         // The total is only for the progress bar: count it beside the work, not before it.
-        s.spawn(|| {
-            if let Some(total) = quick_total(&opts.source) {
-                progress.set_total(total);
-            }
-        });
+        if let Some(root) = settings.total_of {
+            s.spawn(move || {
+                if let Some(total) = quick_total(root) {
+                    progress.set_total(total);
+                }
+            });
+        }
         let tx = to_writer.clone();
-        let source = &opts.source;
-        s.spawn(move || walk::walk(source, opts.allow_external_symlinks, &tx, &to_workers));
+        s.spawn(move || produce(&tx, &to_workers));
         for catalog in catalogs {
             let (w, rx, ctx) = (to_writer.clone(), jobs.clone(), &ctx);
             s.spawn(move || match worker::Worker::new(ctx, catalog, w.clone()) {
@@ -222,16 +264,25 @@ pub fn ingest(vault: &Vault, opts: &IngestOptions, progress: &dyn Progress) -> R
         source: check_source(&opts.source)?,
         ..opts.clone()
     };
+    let _lock = vault.lock_writer()?;
     let catalog = vault.catalog()?;
-    vault.clear_dead_tmp()?;
-    super::recover::index_orphan_packs(vault, &catalog)?;
-    let dataset = opts.name.to_string();
-    let dataset_id = catalog.begin_dataset(&opts.name, &opts.source.to_string_lossy())?;
-    let result = ingest_into(vault, &catalog, dataset_id, opts, progress);
+    let dataset_id = begin(vault, &catalog, &opts.name, &opts.source.to_string_lossy())?;
+    let result = store_pending(
+        vault,
+        &catalog,
+        dataset_id,
+        &PipelineSettings::of(opts),
+        progress,
+        walk_source(opts),
+    )
+    .and_then(|(totals, stored)| {
+        let sealed = seal(vault, &catalog, dataset_id, &opts.name, &totals, stored, |_| Ok(()))?;
+        Ok((sealed, totals, stored))
+    });
     progress.finish();
     match result {
-        Ok((root, totals, stored_bytes, already_present)) => Ok(IngestReport {
-            dataset,
+        Ok(((root, already_present), totals, stored_bytes)) => Ok(IngestReport {
+            dataset: opts.name.to_string(),
             root,
             files: totals.files,
             dirs: totals.dirs,
@@ -251,13 +302,23 @@ pub fn ingest(vault: &Vault, opts: &IngestOptions, progress: &dyn Progress) -> R
     }
 }
 
-fn ingest_into(
+/// Recover what dead processes left, then start a pending dataset row.
+pub(crate) fn begin(vault: &Vault, catalog: &Catalog, name: &DatasetName, source: &str) -> Result<i64> {
+    vault.clear_dead_tmp()?;
+    super::recover::index_orphan_packs(vault, catalog)?;
+    catalog.begin_dataset(name, source)
+}
+
+/// Run the pipeline over what `produce` sends, recording every entry under the pending
+/// dataset `dataset_id`. Returns the writer's totals and the pack bytes published.
+pub(crate) fn store_pending(
     vault: &Vault,
     catalog: &Catalog,
     dataset_id: i64,
-    opts: &IngestOptions,
+    settings: &PipelineSettings<'_>,
     progress: &dyn Progress,
-) -> Result<(RootHash, writer::WriterTotals, u64, bool)> {
+    produce: impl Produce,
+) -> Result<(writer::WriterTotals, u64)> {
     let inflight = Arc::new(Mutex::new(Default::default()));
     let (to_publisher, batches) = crossbeam_channel::bounded(2);
     let mut publisher = Publisher {
@@ -276,7 +337,7 @@ fn ingest_into(
     );
     let (written, published) = std::thread::scope(|s| {
         let publishing = s.spawn(|| publisher.run(batches));
-        let mut written = run_pipeline(vault, opts, false, progress, &mut writer);
+        let mut written = run_pipeline(vault, settings, false, progress, &mut writer, produce);
         if written.is_ok() {
             written = writer.flush();
         } else {
@@ -287,19 +348,20 @@ fn ingest_into(
     });
     written?;
     let stored_bytes = published?;
-    let totals = writer.totals.clone();
-    let (root, already_present) = seal(vault, catalog, dataset_id, &opts.name, &totals, stored_bytes)?;
-    Ok((root, totals, stored_bytes, already_present))
+    Ok((writer.totals.clone(), stored_bytes))
 }
 
-/// Write the manifest, create the ref, and seal the catalog row, in that order.
-fn seal(
+/// Write the manifest, create the ref, and seal the catalog row, in that order. `in_seal`
+/// runs inside the seal transaction, before the row turns sealed (derive records lineage
+/// there). Returns the root and whether the dataset was already present.
+pub(crate) fn seal(
     vault: &Vault,
     catalog: &Catalog,
     dataset_id: i64,
     name: &DatasetName,
     totals: &writer::WriterTotals,
     stored_bytes: u64,
+    in_seal: impl FnOnce(&Catalog) -> Result<()>,
 ) -> Result<(RootHash, bool)> {
     let tmp = vault
         .tmp_dir()
@@ -350,7 +412,10 @@ fn seal(
         bytes: totals.bytes,
         stored_bytes,
     };
-    match catalog.transaction(|c| c.seal_dataset(dataset_id, root, &t)) {
+    match catalog.transaction(|c| {
+        in_seal(c)?;
+        c.seal_dataset(dataset_id, root, &t)
+    }) {
         Ok(()) => Ok((root, false)),
         // Another ingest of the same name sealed first (the partial unique index refused us).
         Err(e) if e.is_constraint_violation() => {
@@ -380,7 +445,14 @@ pub fn estimate(vault: &Vault, source: &Path, progress: &dyn Progress) -> Result
     );
     opts.allow_external_symlinks = true;
     let mut writer = Writer::new(&catalog, vault.tmp_dir(), u64::MAX, Default::default(), None);
-    let result = run_pipeline(vault, &opts, true, progress, &mut writer);
+    let result = run_pipeline(
+        vault,
+        &PipelineSettings::of(&opts),
+        true,
+        progress,
+        &mut writer,
+        walk_source(&opts),
+    );
     progress.finish();
     result?;
     let t = writer.totals;

@@ -47,6 +47,8 @@ pub struct WriterTotals {
     pub bytes: u64,
     pub new_chunks: u64,
     pub from_cache: u64,
+    /// Files recorded as references to content already stored (derive), never read.
+    pub referenced: u64,
     pub skipped: Vec<SkippedFile>,
     /// Estimate mode: bytes left after dedup within the source, and of those, not in the vault.
     pub unique_bytes: u64,
@@ -102,7 +104,13 @@ impl<'a> Writer<'a> {
                 Msg::Entry(e) => {
                     match e.kind {
                         EntryKind::Dir => self.totals.dirs += 1,
-                        _ => self.totals.symlinks += 1,
+                        EntryKind::Symlink => self.totals.symlinks += 1,
+                        // A reference to stored content (derive): nothing to read or write.
+                        EntryKind::File => {
+                            self.totals.files += 1;
+                            self.totals.bytes += e.size;
+                            self.totals.referenced += 1;
+                        }
                     }
                     self.finish(FinishedFile {
                         entry: e,

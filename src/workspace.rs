@@ -1,0 +1,178 @@
+//! Workspaces: a writable upper layer on local disk over zero or more sealed base datasets.
+//!
+//! Owns: creating, opening, listing and removing workspaces (catalog rows plus the folder
+//! `<vault>/workspaces/<name>/upper/`), and recording whiteouts. The merged view is: the
+//! bases in order (a later base overrides an earlier one on the same path), then the upper
+//! layer (which overrides every base), minus the paths hidden by whiteouts. A whiteout hides
+//! the bases' entry at its path and everything below it, never the upper layer.
+//! Never: reads dataset content or writes into the store; [`crate::ops::derive`] turns the
+//! merged view into a dataset, and the FUSE overlay (later) writes into `upper/` and records
+//! deletes through [`Workspace::whiteout`].
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::catalog::{BaseRow, Catalog, DatasetRow};
+use crate::dataset::{validate_component, DatasetRef};
+use crate::error::{Error, Result};
+use crate::vault::Vault;
+
+/// An open workspace.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+    /// The upper layer: plain files, written by experiments (or the overlay).
+    pub upper: PathBuf,
+    /// Base datasets, lowest first, as sealed in the catalog now.
+    pub bases: Vec<DatasetRow>,
+}
+
+/// `<vault>/workspaces/<name>`.
+fn workspace_dir(vault: &Vault, name: &str) -> PathBuf {
+    vault.workspaces_dir().join(name)
+}
+
+impl Workspace {
+    /// Create workspace `name` over `bases` (lowest first), with an empty upper layer.
+    pub fn create(vault: &Vault, name: &str, bases: &[DatasetRef]) -> Result<Workspace> {
+        validate_component("workspace name", name)?;
+        let catalog = vault.catalog()?;
+        if catalog.workspace(name)?.is_some() {
+            return Err(Error::WorkspaceExists(name.to_string()));
+        }
+        let rows = bases.iter().map(|b| catalog.resolve(b)).collect::<Result<Vec<_>>>()?;
+        let dir = workspace_dir(vault, name);
+        if dir.exists() {
+            return Err(Error::Destination {
+                path: dir,
+                reason: "exists but no workspace of that name is recorded; move it away first".into(),
+            });
+        }
+        let upper = dir.join("upper");
+        fs::create_dir_all(&upper).map_err(Error::io_at("creating", &upper))?;
+        let base_rows: Vec<BaseRow> = rows
+            .iter()
+            .map(|d| BaseRow {
+                dataset_id: d.id,
+                root: d.root.unwrap_or(crate::RootHash([0; 32])),
+            })
+            .collect();
+        if let Err(e) = catalog.insert_workspace(name, &base_rows) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Workspace::open(vault, name)
+    }
+
+    /// Open workspace `name`; fails if one of its bases is no longer sealed with its root.
+    pub fn open(vault: &Vault, name: &str) -> Result<Workspace> {
+        validate_component("workspace name", name)?;
+        let catalog = vault.catalog()?;
+        let row = catalog
+            .workspace(name)?
+            .ok_or_else(|| Error::WorkspaceNotFound(name.to_string()))?;
+        let bases = load_bases(&catalog, name, row.id)?;
+        Ok(Workspace {
+            id: row.id,
+            name: row.name,
+            created_at: row.created_at,
+            upper: workspace_dir(vault, name).join("upper"),
+            bases,
+        })
+    }
+
+    /// Every workspace, by name.
+    pub fn list(vault: &Vault) -> Result<Vec<Workspace>> {
+        let catalog = vault.catalog()?;
+        catalog
+            .list_workspaces()?
+            .into_iter()
+            .map(|w| Workspace::open(vault, &w.name))
+            .collect()
+    }
+
+    /// Remove workspace `name`: its upper layer first (so an interrupted removal can be run
+    /// again), then its catalog rows. Its bases stay; `gc` reclaims what only it used.
+    pub fn remove(vault: &Vault, name: &str) -> Result<()> {
+        validate_component("workspace name", name)?;
+        let catalog = vault.catalog()?;
+        let row = catalog
+            .workspace(name)?
+            .ok_or_else(|| Error::WorkspaceNotFound(name.to_string()))?;
+        let dir = workspace_dir(vault, name);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("removing", &dir, e)),
+            _ => {}
+        }
+        catalog.delete_workspace(row.id)
+    }
+
+    /// Record that `path` (relative to the workspace root) was deleted: the bases' entry there,
+    /// and everything below it, disappear from the merged view. The upper layer is not
+    /// touched; remove the path from `upper/` too if it is there.
+    pub fn whiteout(&self, vault: &Vault, path: &Path) -> Result<()> {
+        let bytes = normalise_path(path)?;
+        vault.catalog()?.add_whiteout(self.id, &bytes)
+    }
+
+    /// The whiteouts of this workspace, sorted by path bytes.
+    pub fn whiteouts(&self, catalog: &Catalog) -> Result<Vec<Vec<u8>>> {
+        catalog.whiteouts(self.id)
+    }
+}
+
+fn load_bases(catalog: &Catalog, name: &str, workspace_id: i64) -> Result<Vec<DatasetRow>> {
+    catalog
+        .workspace_bases(workspace_id)?
+        .into_iter()
+        .map(|b| match catalog.sealed_dataset_by_id(b.dataset_id)? {
+            Some(d) if d.root == Some(b.root) => Ok(d),
+            _ => Err(Error::BaseMissing {
+                workspace: name.to_string(),
+                dataset: format!("dataset row {} (root {})", b.dataset_id, b.root),
+            }),
+        })
+        .collect()
+}
+
+/// A workspace path as dataset path bytes: relative, `/`-separated, no `.`, `..` or empty
+/// components.
+pub fn normalise_path(path: &Path) -> Result<Vec<u8>> {
+    let bad = |reason| Error::InvalidWorkspacePath {
+        path: path.to_string_lossy().into_owned(),
+        reason,
+    };
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(part.as_bytes());
+            }
+            Component::CurDir => {}
+            _ => return Err(bad("must be relative, without '..'")),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("names no file"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_and_checked() {
+        assert_eq!(normalise_path(Path::new("a/./b/")).unwrap(), b"a/b");
+        for bad in ["", ".", "/etc", "a/../b", ".."] {
+            assert!(normalise_path(Path::new(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+}
