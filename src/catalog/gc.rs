@@ -47,13 +47,25 @@ fn index_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexEntry> {
 impl Catalog {
     /// Every catalogued pack with its live share.
     pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
+        self.pack_usage_where(None)
+    }
+
+    /// One pack's usage as it is now, or `None` if the catalog no longer has the pack. gc
+    /// re-reads it just before acting: an earlier step of the same run (a repack that wrote
+    /// a pack identical to an orphan it had indexed) can have moved chunks into it.
+    pub fn pack_usage_of(&self, pack: PackId) -> Result<Option<PackUsage>> {
+        Ok(self.pack_usage_where(Some(pack))?.pop())
+    }
+
+    fn pack_usage_where(&self, pack: Option<PackId>) -> Result<Vec<PackUsage>> {
         let mut stmt = self.conn().prepare(&format!(
             "SELECT p.hash, p.size, p.added_at, COUNT(c.hash),
                     COALESCE(SUM(CASE WHEN {LIVE_CHUNK} THEN 1 ELSE 0 END), 0),
                     COALESCE(SUM(CASE WHEN {LIVE_CHUNK} THEN c.stored_len ELSE 0 END), 0)
-             FROM packs p LEFT JOIN chunks c ON c.pack_id = p.id GROUP BY p.id ORDER BY p.hash"
+             FROM packs p LEFT JOIN chunks c ON c.pack_id = p.id
+             WHERE ?1 IS NULL OR p.hash = ?1 GROUP BY p.id ORDER BY p.hash"
         ))?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map([pack.map(|p| p.0.to_vec())], |r| {
             Ok(PackUsage {
                 pack: PackId::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or(PackId([0; 32])),
                 size: r.get::<_, i64>(1)? as u64,

@@ -111,7 +111,10 @@ pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<GcReport> {
         report.contents_removed = catalog.delete_dead_contents()? as u64;
     }
     let now = crate::catalog::now_secs();
-    for p in catalog.pack_usage()? {
+    for listed in catalog.pack_usage()? {
+        let Some(p) = catalog.pack_usage_of(listed.pack)? else {
+            continue;
+        };
         match plan(&p, opts, now) {
             Plan::Keep => report.packs_kept += (p.live_chunks < p.chunks) as u64,
             Plan::Remove => {
