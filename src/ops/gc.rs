@@ -136,7 +136,9 @@ pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<GcReport> {
             }
         }
     }
-    delete_retired(vault, &catalog, opts, now, &mut report)?;
+    // Packs retired just now may carry a later second than `now`: judge them by the clock as
+    // it is when their files are considered, or a zero grace would still keep them waiting.
+    delete_retired(vault, &catalog, opts, crate::catalog::now_secs(), &mut report)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
