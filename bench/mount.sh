@@ -4,7 +4,7 @@
 # See bench/README.md ("Mount benchmark") for what each number means.
 #
 # usage: bench/mount.sh [--scale F] [--seed N] [--workdir DIR] [--keep] [--no-build]
-#                       [--tools LIST] [--install]
+#                       [--tools LIST] [--install] [--repeat N]
 set -euo pipefail
 
 usage() {
@@ -17,6 +17,7 @@ usage: bench/mount.sh [options]
   --no-build     use the binaries already in target/release
   --tools LIST   subset of native,dsvault,squashfuse,borg,restic                  [all]
   --install      apt-get install missing squashfs-tools squashfuse borgbackup restic
+  --repeat N     run every tool's passes N times (interleaved) and report medians     [1]
 EOF
 }
 
@@ -26,6 +27,7 @@ WORKDIR=/tmp/dsvault-bench-mount
 KEEP=0
 BUILD=1
 INSTALL=0
+REPEAT=1
 TOOLS=native,dsvault,squashfuse,borg,restic
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -36,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0; shift ;;
     --tools) TOOLS=$2; shift 2 ;;
     --install) INSTALL=1; shift ;;
+    --repeat) REPEAT=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "mount.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -212,21 +215,36 @@ for tool in native dsvault squashfuse borg restic; do
         continue
     fi
     TOOLS_RUN+=("$tool")
-    for mode in disk-cold fuse-cold; do
-        [[ $tool == native && $mode == fuse-cold ]] && continue
-        sync
-        echo 3 >/proc/sys/vm/drop_caches
-        if [[ $mode == fuse-cold ]]; then
-            # The store is in the page cache; the mount is fresh (nothing cached by FUSE).
-            find "${STORE[$tool]}" -type f -print0 | xargs -0 cat >/dev/null
-        fi
-        log "$tool, $mode"
-        if ! start_mount "$tool"; then
-            log "$tool did not mount (see $LOG)"; stop_mount "$tool"; R[$tool,$mode,big]="failed"; continue
-        fi
-        run_passes "$tool" "$mode"
-        stop_mount "$tool"
+done
+
+# Every repetition runs each tool's passes once, so that a noisy moment of a shared machine
+# hits all tools alike; the report shows each figure's median over the repetitions.
+declare -A ALL
+for rep in $(seq "$REPEAT"); do
+    for tool in "${TOOLS_RUN[@]}"; do
+        for mode in disk-cold fuse-cold; do
+            [[ $tool == native && $mode == fuse-cold ]] && continue
+            sync
+            echo 3 >/proc/sys/vm/drop_caches
+            if [[ $mode == fuse-cold ]]; then
+                # The store is in the page cache; the mount is fresh (nothing cached by FUSE).
+                find "${STORE[$tool]}" -type f -print0 | xargs -0 cat >/dev/null
+            fi
+            log "$tool, $mode (run $rep of $REPEAT)"
+            if ! start_mount "$tool"; then
+                log "$tool did not mount (see $LOG)"; stop_mount "$tool"; ALL[$tool,$mode,big]+=" failed"; continue
+            fi
+            run_passes "$tool" "$mode"
+            stop_mount "$tool"
+            for m in big small find big2 small2 rss cpu; do
+                ALL[$tool,$mode,$m]+=" ${R[$tool,$mode,$m]:-}"
+            done
+        done
     done
+done
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (v[1] !~ /^[0-9.]+$/) print v[1]; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+for key in "${!ALL[@]}"; do
+    R[$key]=$(echo "${ALL[$key]}" | median)
 done
 
 # --- report ----------------------------------------------------------------------------------
@@ -239,7 +257,7 @@ report() {
     echo
     echo "Machine: $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, $(df -T "$W" | awk 'NR == 2 { print $2 }') under $W; kernel $(uname -r)."
     echo "Dataset: dsvault-datagen --scale $SCALE --seed $SEED: large files $(awk -v b="$BIG_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }') MiB (4 files), $SMALL_FILES small files ($(awk -v b="$SMALL_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }') MiB)."
-    echo "Commit: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo '+dirty'). Command: bench/mount.sh --scale $SCALE --seed $SEED"
+    echo "Commit: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo '+dirty'). Command: bench/mount.sh --scale $SCALE --seed $SEED --repeat $REPEAT (medians of $REPEAT runs)"
     echo
     echo "| tool | first pass | large MiB/s | small files/s | find s | 2nd large MiB/s | 2nd small files/s | server peak RSS MiB | server CPU s |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"

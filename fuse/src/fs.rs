@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::{Attr, NodeKind, ReadOnlyView, ViewError};
@@ -22,6 +22,10 @@ pub(crate) const MAX_IO: u32 = 1 << 20;
 const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Timeouts for folders that gain entries while mounted (a new dataset appears within this).
 const SHORT_TTL: Duration = Duration::from_secs(1);
+/// Entries asked of the view per READDIRPLUS: about what fits in the kernel's buffer (an
+/// entry takes a 152-byte header plus its name; the buffer is the reader's getdents size, up
+/// to max_pages, 32 KiB for glibc's readdir).
+const READDIRPLUS_PAGE: usize = 224;
 /// Block size reported by `stat` (what tools size their reads by).
 const BLKSIZE: u32 = 1 << 20;
 
@@ -30,6 +34,9 @@ pub(crate) struct ViewFs<V> {
     pub view: V,
     pub uid: u32,
     pub gid: u32,
+    /// Answer opens with ENOSYS (read-only mounts only: the kernel then refuses writable
+    /// opens itself, and stops sending OPEN and RELEASE, one round trip each per file).
+    pub zero_message_open: bool,
 }
 
 fn errno(e: &ViewError) -> Errno {
@@ -83,6 +90,9 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
         for cap in [
             fuser::InitFlags::FUSE_PARALLEL_DIROPS,
             fuser::InitFlags::FUSE_CACHE_SYMLINKS,
+            // Listings carry attributes: walking a tree and opening what it lists needs
+            // no LOOKUP per entry.
+            fuser::InitFlags::FUSE_DO_READDIRPLUS,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -113,6 +123,11 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return reply.error(Errno::EROFS);
+        }
+        if self.zero_message_open {
+            // The kernel remembers this and opens files itself from now on, with its
+            // default of keeping the page cache across opens (FOPEN_KEEP_CACHE).
+            return reply.error(Errno::ENOSYS);
         }
         match self.view.open(ino.0) {
             // File content never changes: let the kernel keep its page cache across opens.
@@ -153,7 +168,8 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        // Nothing to flush, ever: ENOSYS makes the kernel stop sending FLUSH on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
@@ -191,6 +207,26 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
                 NodeKind::Symlink => FileType::Symlink,
             };
             if reply.add(INodeNo(e.ino), e.offset, kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let entries = match self.view.readdir_plus(ino.0, fh.0, offset, READDIRPLUS_PAGE) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for (e, a) in entries {
+            if reply.add(
+                INodeNo(e.ino),
+                e.offset,
+                &e.name,
+                &ttl(&a),
+                &self.file_attr(&a),
+                Generation(0),
+            ) {
                 break;
             }
         }

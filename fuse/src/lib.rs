@@ -3,8 +3,8 @@
 //! Owns: the [`ReadOnlyView`] trait (what the filesystem needs from whoever knows the tree),
 //! the `fuser::Filesystem` over it, the mapping of [`ViewError`] to errno (in one place,
 //! [`ViewError::errno`]), EROFS for every write-type operation, mount options and kernel
-//! tuning (1 MiB requests, readahead, keep-cache, long timeouts for immutable nodes), and
-//! mounting and unmounting.
+//! tuning (1 MiB requests, readahead, keep-cache, long timeouts for immutable nodes,
+//! READDIRPLUS, zero-message opens on read-only mounts), and mounting and unmounting.
 //! Never: knows about vaults, catalogs or packs. It does not depend on `dsvault`; the CLI
 //! implements [`ReadOnlyView`] over `dsvault::vfs::Vfs`, so there is no package cycle and the
 //! filesystem can be tested against a small fake view.
@@ -111,9 +111,26 @@ pub trait ReadOnlyView: Send + Sync + 'static {
     /// Entries after `offset` (0 = from the start); an empty list ends the listing.
     fn readdir(&self, ino: u64, fh: u64, offset: u64) -> ViewResult<Vec<DirEntry>>;
     fn releasedir(&self, fh: u64);
-    /// Open a file for reading; the returned handle is passed to `read` and `release`.
+    /// Entries after `offset` with their attributes (for READDIRPLUS, which saves the kernel
+    /// a lookup per entry). The kernel ignores the attributes of `.` and `..`. The default
+    /// lists with [`ReadOnlyView::readdir`] and asks [`ReadOnlyView::getattr`] for each entry.
+    /// `max` is about how many entries fit in the kernel's buffer.
+    fn readdir_plus(&self, ino: u64, fh: u64, offset: u64, max: usize) -> ViewResult<Vec<(DirEntry, Attr)>> {
+        let _ = max;
+        self.readdir(ino, fh, offset)?
+            .into_iter()
+            .map(|e| {
+                let a = self.getattr(e.ino)?;
+                Ok((e, a))
+            })
+            .collect()
+    }
+    /// Open a file for reading; the returned handle is passed to `read` and `release`. On a
+    /// read-only mount the filesystem answers the first open with ENOSYS instead, and the
+    /// kernel stops sending opens and releases at all (zero-message opens).
     fn open(&self, ino: u64) -> ViewResult<u64>;
-    /// Up to `size` bytes at `offset`; fewer only at the end of the file.
+    /// Up to `size` bytes at `offset`; fewer only at the end of the file. `fh` is 0 when the
+    /// kernel did not open the file (zero-message opens): the view then reads by `ino`.
     fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> ViewResult<Self::Data>;
     fn release(&self, fh: u64);
     fn getxattr(&self, ino: u64, name: &OsStr) -> ViewResult<Vec<u8>>;

@@ -74,7 +74,12 @@ impl<V: ReadOnlyView> Mount<V> {
     pub fn new(view: V, mountpoint: &Path, options: &MountOptions) -> io::Result<Self> {
         // SAFETY: geteuid/getegid cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        let fs = ViewFs { view, uid, gid };
+        let fs = ViewFs {
+            view,
+            uid,
+            gid,
+            zero_message_open: options.read_only,
+        };
         let session = Session::new(fs, mountpoint, &options.config())?;
         if let Some(kb) = options.read_ahead_kb {
             if let Err(e) = bdi_read_ahead(mountpoint, kb) {

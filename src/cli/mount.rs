@@ -241,6 +241,31 @@ impl ReadOnlyView for VfsView {
             .collect())
     }
 
+    fn readdir_plus(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        max: usize,
+    ) -> ViewResult<Vec<(dsvault_fuse::DirEntry, dsvault_fuse::Attr)>> {
+        let entries = self
+            .0
+            .readdir_plus(ino, fh, offset, max.min(READDIR_PAGE))
+            .map_err(view_error)?;
+        Ok(entries
+            .into_iter()
+            .map(|(e, a)| {
+                let e = dsvault_fuse::DirEntry {
+                    ino: e.ino,
+                    offset: e.offset,
+                    kind: node_kind(e.kind),
+                    name: OsString::from_vec(e.name),
+                };
+                (e, attr(a))
+            })
+            .collect())
+    }
+
     fn releasedir(&self, fh: u64) {
         self.0.releasedir(fh)
     }
@@ -249,8 +274,12 @@ impl ReadOnlyView for VfsView {
         self.0.open(ino).map_err(view_error)
     }
 
-    fn read(&self, _ino: u64, fh: u64, offset: u64, size: u32) -> ViewResult<vfs::ReadBytes> {
-        self.0.read(fh, offset, size).map_err(view_error)
+    fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> ViewResult<vfs::ReadBytes> {
+        match fh {
+            0 => self.0.read_ino(ino, offset, size),
+            fh => self.0.read(fh, offset, size),
+        }
+        .map_err(view_error)
     }
 
     fn release(&self, fh: u64) {

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::nodes::{entry_ino, Node};
-use super::{DirEntry, NodeKind, Shared, VfsError, VfsResult};
+use super::nodes::{entry_attr, entry_ino, Node};
+use super::{Attr, DirEntry, NodeKind, Shared, VfsError, VfsResult};
 use crate::catalog::{Entry, EntryKind};
 use crate::dataset::Kind;
 
@@ -53,13 +53,54 @@ impl DirTable {
 }
 
 pub(crate) fn readdir(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+    Ok(list(shared, ino, fh, offset, max, false)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect())
+}
+
+/// A listing page with each entry's attributes.
+pub(crate) fn readdir_plus(
+    shared: &Shared,
+    ino: u64,
+    fh: u64,
+    offset: u64,
+    max: usize,
+) -> VfsResult<Vec<(DirEntry, Attr)>> {
+    list(shared, ino, fh, offset, max, true)?
+        .into_iter()
+        .map(|(e, a)| match a {
+            Some(a) => Ok((e, a)),
+            None => Ok((e.clone(), shared.attr(&shared.node(e.ino)?)?)),
+        })
+        .collect()
+}
+
+/// Placeholder attributes of `.` and `..` in a listing with attributes.
+fn dot_attr(ino: u64, shared: &Shared) -> Attr {
+    Attr {
+        ino,
+        kind: NodeKind::Dir,
+        size: 0,
+        perm: 0o555,
+        mtime: shared.started,
+        immutable: false,
+    }
+}
+
+type Listed = (DirEntry, Option<Attr>);
+
+/// A listing page; with `plus`, entries of dataset folders come with their attributes (the
+/// others get them from [`readdir_plus`]).
+fn list(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usize, plus: bool) -> VfsResult<Vec<Listed>> {
     let node = shared.node(ino)?;
     let mut out = Vec::new();
     if offset < 1 {
-        out.push(dot(ino, 1, b"."));
+        out.push((dot(ino, 1, b"."), Some(dot_attr(ino, shared))));
     }
     if offset < 2 {
-        out.push(dot(shared.parent_ino(&node)?, 2, b".."));
+        let parent = shared.parent_ino(&node)?;
+        out.push((dot(parent, 2, b".."), Some(dot_attr(parent, shared))));
     }
     let skip = offset.saturating_sub(DOTS);
     match node.dataset_dir() {
@@ -67,14 +108,27 @@ pub(crate) fn readdir(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usiz
             let handle = shared.dirs.get(fh).filter(|h| h.ino == ino);
             let page = dataset_page(shared, dataset.id, &path, handle.as_deref(), skip, max)?;
             let first = skip + DOTS + 1;
-            let entries: Vec<DirEntry> = page
+            let entries: Vec<Listed> = page
                 .into_iter()
                 .enumerate()
-                .map(|(i, e)| entry_dirent(e, first + i as u64))
+                .map(|(i, e)| {
+                    let attr = plus.then(|| entry_attr(&e));
+                    let dirent = entry_dirent(&e, first + i as u64);
+                    if plus {
+                        // The kernel now knows this inode without a lookup; its first read
+                        // (or a listing inside it) resolves it from here.
+                        let node = Node::Entry {
+                            dataset: dataset.clone(),
+                            entry: e,
+                        };
+                        shared.nodes.insert(dirent.ino, &node);
+                    }
+                    (dirent, attr)
+                })
                 .collect();
             if let Some(h) = handle {
                 *h.last_page.lock().expect("dir handle lock") =
-                    entries.iter().map(|e| (e.offset, e.name.clone())).collect();
+                    entries.iter().map(|(e, _)| (e.offset, e.name.clone())).collect();
             }
             out.extend(entries);
         }
@@ -86,11 +140,14 @@ pub(crate) fn readdir(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usiz
                     .enumerate()
                     .skip(skip as usize)
                     .take(max)
-                    .map(|(i, (ino, name))| DirEntry {
-                        ino,
-                        offset: i as u64 + DOTS + 1,
-                        kind: NodeKind::Dir,
-                        name,
+                    .map(|(i, (ino, name))| {
+                        let e = DirEntry {
+                            ino,
+                            offset: i as u64 + DOTS + 1,
+                            kind: NodeKind::Dir,
+                            name,
+                        };
+                        (e, None)
                     }),
             );
         }
@@ -107,7 +164,7 @@ fn dot(ino: u64, offset: u64, name: &[u8]) -> DirEntry {
     }
 }
 
-fn entry_dirent(e: Entry, offset: u64) -> DirEntry {
+fn entry_dirent(e: &Entry, offset: u64) -> DirEntry {
     DirEntry {
         ino: entry_ino(e.id),
         offset,
@@ -116,7 +173,7 @@ fn entry_dirent(e: Entry, offset: u64) -> DirEntry {
             EntryKind::Dir => NodeKind::Dir,
             EntryKind::Symlink => NodeKind::Symlink,
         },
-        name: e.name,
+        name: e.name.clone(),
     }
 }
 

@@ -35,14 +35,26 @@ pub(crate) struct OpenFile {
 struct SeqState {
     next_offset: u64,
     fetched_upto: usize,
+    /// File offset up to which the packs were asked to be read into the page cache.
+    advised_upto: u64,
 }
 
-/// Open file handles.
+/// How far ahead of a sequential reader the kernel is asked to read packs into its page
+/// cache (asynchronously: this keeps the disk busy while chunks are decoded and verified).
+const ADVISE_BYTES: u64 = 32 << 20;
+
+/// Open file handles, and files read without a handle (by inode).
 #[derive(Default)]
 pub(crate) struct FileTable {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    by_ino: Mutex<HashMap<u64, Arc<OpenFile>>>,
 }
+
+/// Files kept by inode for handle-less reads (there is no release to say when to forget
+/// one, so an arbitrary half goes when this many are kept). Readers of one file share its
+/// sequential-read state here, as they share its kernel page cache.
+const BY_INO_MAX: usize = 1024;
 
 impl FileTable {
     fn insert(&self, file: OpenFile) -> u64 {
@@ -60,6 +72,24 @@ impl FileTable {
             .ok_or(VfsError::BadHandle)
     }
 
+    /// The file of inode `ino` for handle-less reads, set up on its first read.
+    fn by_ino(&self, shared: &Shared, ino: u64) -> VfsResult<Arc<OpenFile>> {
+        if let Some(f) = self.by_ino.lock().expect("file table lock").get(&ino) {
+            return Ok(f.clone());
+        }
+        let file = Arc::new(open_file(shared, ino)?);
+        let mut map = self.by_ino.lock().expect("file table lock");
+        if map.len() >= BY_INO_MAX {
+            // Evict an arbitrary half; a file still being read is set up again on its next
+            // read (two indexed queries), which only restarts its readahead.
+            let victims: Vec<u64> = map.keys().take(BY_INO_MAX / 2).copied().collect();
+            for v in victims {
+                map.remove(&v);
+            }
+        }
+        Ok(map.entry(ino).or_insert(file).clone())
+    }
+
     pub fn close(&self, fh: u64) {
         self.open.lock().expect("file table lock").remove(&fh);
     }
@@ -67,6 +97,10 @@ impl FileTable {
 
 /// Open inode `ino` for reading.
 pub(crate) fn open(shared: &Shared, ino: u64) -> VfsResult<u64> {
+    Ok(shared.files.insert(open_file(shared, ino)?))
+}
+
+fn open_file(shared: &Shared, ino: u64) -> VfsResult<OpenFile> {
     let Node::Entry { dataset, entry } = shared.node(ino)? else {
         return Err(VfsError::IsADirectory);
     };
@@ -79,18 +113,40 @@ pub(crate) fn open(shared: &Shared, ino: u64) -> VfsResult<u64> {
         Some(id) => shared.pool.with(|c| c.content_layout(id))?,
         None => Vec::new(),
     };
-    Ok(shared.files.insert(OpenFile {
+    Ok(OpenFile {
         dataset,
         path: entry.path(),
         size: entry.size,
         chunks,
         seq: Mutex::default(),
-    }))
+    })
+}
+
+/// Up to `size` bytes at `offset` of file `ino`, read without an open handle (the kernel
+/// opens files itself when the mount answers opens with ENOSYS).
+pub(crate) fn read_ino(
+    shared: &Shared,
+    prefetch: &Prefetcher,
+    ino: u64,
+    offset: u64,
+    size: u32,
+) -> VfsResult<ReadBytes> {
+    let file = shared.files.by_ino(shared, ino)?;
+    read_file(shared, prefetch, &file, offset, size)
 }
 
 /// Up to `size` bytes at `offset` of open file `fh`.
 pub(crate) fn read(shared: &Shared, prefetch: &Prefetcher, fh: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
-    let file = shared.files.get(fh)?;
+    read_file(shared, prefetch, &shared.files.get(fh)?, offset, size)
+}
+
+fn read_file(
+    shared: &Shared,
+    prefetch: &Prefetcher,
+    file: &Arc<OpenFile>,
+    offset: u64,
+    size: u32,
+) -> VfsResult<ReadBytes> {
     let end = offset.saturating_add(size as u64).min(file.size);
     if offset >= end {
         return Ok(ReadBytes::Owned(Vec::new()));
@@ -176,23 +232,73 @@ impl OpenFile {
     /// the prefetcher for the chunks within the readahead window.
     fn read_ahead(self: &Arc<Self>, shared: &Shared, prefetch: &Prefetcher, offset: u64, end: u64, last: usize) {
         let window_end = end.saturating_add(shared.options.readahead_bytes);
-        let (from, to) = {
+        let (from, to, advise) = {
             let mut seq = self.seq.lock().expect("seq lock");
-            let sequential = offset == seq.next_offset || offset == 0;
-            seq.next_offset = end;
+            // Within a readahead window of where reading stands counts as sequential: the
+            // kernel's readahead requests arrive on several threads, slightly out of order,
+            // and readers of one file without a handle share this state.
+            let near = offset.abs_diff(seq.next_offset) <= shared.options.readahead_bytes;
+            let sequential = offset == 0 || near;
             if !sequential {
+                seq.next_offset = end;
                 seq.fetched_upto = last + 1;
                 return;
             }
+            if offset == 0 {
+                // Reading (again) from the start.
+                *seq = SeqState::default();
+            }
+            seq.next_offset = seq.next_offset.max(end);
             let from = seq.fetched_upto.max(last + 1);
             let to = self.chunks.partition_point(|c| c.file_offset < window_end);
             seq.fetched_upto = seq.fetched_upto.max(to);
-            (from, to)
+            // Advise in big steps: when less than half the distance is left.
+            let advise = if seq.advised_upto < end.saturating_add(ADVISE_BYTES / 2) && self.size > window_end {
+                let a = seq.advised_upto.max(window_end);
+                let b = end.saturating_add(ADVISE_BYTES).min(self.size);
+                seq.advised_upto = b;
+                (a < b).then_some((a, b))
+            } else {
+                None
+            };
+            (from, to, advise)
         };
         for i in from..to {
             if !shared.cache.contains(&self.chunks[i].location.entry.chunk) {
                 prefetch.request(self, i);
             }
+        }
+        if let Some((a, b)) = advise {
+            self.advise(shared, a, b);
+        }
+    }
+
+    /// Ask the kernel to read ahead the stored bytes of the chunks covering `[a, b)`,
+    /// merging neighbours in the same pack into one request.
+    fn advise(&self, shared: &Shared, a: u64, b: u64) {
+        let first = self.chunk_index(a);
+        let last = self.chunks.partition_point(|c| c.file_offset < b);
+        let mut run: Option<(crate::id::PackId, u64, u64)> = None;
+        for c in &self.chunks[first..last] {
+            let (pack, off, len) = (
+                c.location.pack,
+                c.location.entry.offset,
+                c.location.entry.stored_len as u64,
+            );
+            match &mut run {
+                Some((p, start, end)) if *p == pack && off >= *start && off <= *end + (1 << 20) => {
+                    *end = (*end).max(off + len)
+                }
+                _ => {
+                    if let Some((p, start, end)) = run.take() {
+                        shared.vault.store().advise_pack_range(p, start, end - start);
+                    }
+                    run = Some((pack, off, off + len));
+                }
+            }
+        }
+        if let Some((p, start, end)) = run {
+            shared.vault.store().advise_pack_range(p, start, end - start);
         }
     }
 }

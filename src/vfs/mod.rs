@@ -207,6 +207,7 @@ pub(crate) struct Shared {
     datasets: Mutex<std::collections::HashMap<i64, Arc<DatasetInfo>>>,
     files: files::FileTable,
     dirs: dirs::DirTable,
+    nodes: nodes::NodeCache,
     started: SystemTime,
     options: VfsOptions,
 }
@@ -233,6 +234,7 @@ impl Vfs {
             datasets: Mutex::default(),
             files: files::FileTable::default(),
             dirs: dirs::DirTable::default(),
+            nodes: nodes::NodeCache::default(),
             started: SystemTime::now(),
             options,
         });
@@ -286,6 +288,12 @@ impl Vfs {
         dirs::readdir(&self.shared, ino, fh, offset, max.max(1))
     }
 
+    /// Like [`Vfs::readdir`], with each entry's attributes (the attributes of `.` and `..`
+    /// are placeholders: the kernel ignores them).
+    pub fn readdir_plus(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<(DirEntry, Attr)>> {
+        dirs::readdir_plus(&self.shared, ino, fh, offset, max.max(1))
+    }
+
     /// Forget a folder handle.
     pub fn releasedir(&self, fh: u64) {
         self.shared.dirs.close(fh);
@@ -299,6 +307,12 @@ impl Vfs {
     /// Up to `size` verified bytes of an open file at `offset` (fewer only at the end).
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
         files::read(&self.shared, &self.prefetcher, fh, offset, size)
+    }
+
+    /// Up to `size` verified bytes of file `ino` at `offset`, without an open handle (for
+    /// zero-message opens).
+    pub fn read_ino(&self, ino: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
+        files::read_ino(&self.shared, &self.prefetcher, ino, offset, size)
     }
 
     /// Close a file handle.

@@ -1,7 +1,8 @@
 //! Inodes to nodes and back: what each inode number is (see the table in `vfs`), the child
 //! of a folder by name, and a node's attributes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::{
     ns_to_time, Attr, DatasetInfo, NodeKind, Shared, VfsError, VfsResult, DATASET_BASE, DERIVED_INO, ENTRY_BASE,
@@ -44,6 +45,30 @@ impl Node {
             Node::Entry { dataset, entry } if entry.kind == EntryKind::Dir => Some((dataset, entry.path())),
             _ => None,
         }
+    }
+}
+
+/// Recently resolved entries by inode: folders are resolved again for every lookup in
+/// them, and a file looked up (or listed) is usually read next. Entries of sealed datasets
+/// never change, so nothing here goes stale. Bounded: when full, it starts over.
+#[derive(Default)]
+pub(crate) struct NodeCache {
+    map: Mutex<HashMap<u64, Node>>,
+}
+
+const NODE_CACHE_MAX: usize = 8192;
+
+impl NodeCache {
+    pub fn get(&self, ino: u64) -> Option<Node> {
+        self.map.lock().expect("node cache lock").get(&ino).cloned()
+    }
+
+    pub fn insert(&self, ino: u64, node: &Node) {
+        let mut map = self.map.lock().expect("node cache lock");
+        if map.len() >= NODE_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(ino, node.clone());
     }
 }
 
@@ -117,6 +142,9 @@ impl Shared {
     }
 
     fn entry_node(&self, ino: u64, only_dataset: Option<i64>) -> VfsResult<Node> {
+        if let Some(node) = self.nodes.get(ino) {
+            return Ok(node);
+        }
         let (dataset_id, entry) = self
             .pool
             .with(|c| c.entry_by_id((ino - ENTRY_BASE) as i64))?
@@ -124,10 +152,12 @@ impl Shared {
         if only_dataset.is_some_and(|d| d != dataset_id) {
             return Err(VfsError::NotFound);
         }
-        Ok(Node::Entry {
+        let node = Node::Entry {
             dataset: self.dataset_info(dataset_id)?,
             entry,
-        })
+        };
+        self.nodes.insert(ino, &node);
+        Ok(node)
     }
 
     /// The child `name` of folder `parent`.
@@ -167,10 +197,12 @@ impl Shared {
                     .pool
                     .with(|c| c.entry_at(dataset.id, &path))?
                     .ok_or(VfsError::NotFound)?;
-                Ok(Node::Entry {
+                let node = Node::Entry {
                     dataset: dataset.clone(),
                     entry,
-                })
+                };
+                self.nodes.insert(self.ino_of(&node), &node);
+                Ok(node)
             }
         }
     }
@@ -213,26 +245,29 @@ impl Shared {
         Ok(match node {
             Node::VaultRoot | Node::KindDir(_) | Node::Work | Node::NameDir { .. } => dir(self.started, false),
             Node::DatasetRoot(d) => dir(d.mtime, true),
-            Node::Entry { entry, .. } => {
-                let (kind, perm) = match entry.kind {
-                    EntryKind::File => (NodeKind::File, 0o444),
-                    EntryKind::Dir => (NodeKind::Dir, 0o555),
-                    EntryKind::Symlink => (NodeKind::Symlink, 0o777),
-                };
-                let size = match entry.kind {
-                    EntryKind::Symlink => entry.target.as_ref().map_or(0, |t| t.len() as u64),
-                    EntryKind::Dir => 0,
-                    EntryKind::File => entry.size,
-                };
-                Attr {
-                    ino: entry_ino(entry.id),
-                    kind,
-                    size,
-                    perm,
-                    mtime: ns_to_time(entry.mtime_ns),
-                    immutable: true,
-                }
-            }
+            Node::Entry { entry, .. } => entry_attr(entry),
         })
+    }
+}
+
+/// Attributes of an entry inside a dataset.
+pub(crate) fn entry_attr(entry: &Entry) -> Attr {
+    let (kind, perm) = match entry.kind {
+        EntryKind::File => (NodeKind::File, 0o444),
+        EntryKind::Dir => (NodeKind::Dir, 0o555),
+        EntryKind::Symlink => (NodeKind::Symlink, 0o777),
+    };
+    let size = match entry.kind {
+        EntryKind::Symlink => entry.target.as_ref().map_or(0, |t| t.len() as u64),
+        EntryKind::Dir => 0,
+        EntryKind::File => entry.size,
+    };
+    Attr {
+        ino: entry_ino(entry.id),
+        kind,
+        size,
+        perm,
+        mtime: ns_to_time(entry.mtime_ns),
+        immutable: true,
     }
 }
