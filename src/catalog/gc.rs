@@ -9,8 +9,8 @@ use rusqlite::params;
 
 use super::{now_secs, Catalog};
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, PackId};
-use crate::pack::{Codec, IndexEntry};
+use crate::id::PackId;
+use crate::pack::IndexEntry;
 
 /// How much of a pack is still needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,16 +33,6 @@ pub struct RetiredPack {
 
 const LIVE_CHUNK: &str = "EXISTS (SELECT 1 FROM content_chunks cc JOIN entries e ON e.content_id = cc.content_id
                                   WHERE cc.chunk_hash = c.hash)";
-
-fn index_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexEntry> {
-    Ok(IndexEntry {
-        chunk: ChunkId::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or(ChunkId([0; 32])),
-        offset: r.get::<_, i64>(1)? as u64,
-        stored_len: r.get(2)?,
-        raw_len: r.get(3)?,
-        codec: Codec::from_u8(r.get(4)?).unwrap_or(Codec::Raw),
-    })
-}
 
 impl Catalog {
     /// Every catalogued pack with its live share.
@@ -84,7 +74,7 @@ impl Catalog {
             "SELECT c.hash, c.offset, c.stored_len, c.raw_len, c.codec FROM chunks c JOIN packs p ON p.id = c.pack_id
              WHERE p.hash = ?1 AND {LIVE_CHUNK} ORDER BY c.offset"
         ))?;
-        let rows = stmt.query_map([pack.as_bytes()], index_entry)?;
+        let rows = stmt.query_map([pack.as_bytes()], |r| super::index_entry_at(r, 0))?;
         rows.map(|r| r.map_err(Error::from)).collect()
     }
 

@@ -75,6 +75,18 @@ pub struct FileStamp {
     pub ctime_ns: i64,
 }
 
+/// An [`IndexEntry`] from five consecutive columns starting at `first`: chunk hash, offset,
+/// stored length, raw length, codec (the `chunks` table's layout).
+pub(crate) fn index_entry_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<IndexEntry> {
+    Ok(IndexEntry {
+        chunk: ChunkId::from_slice(&r.get::<_, Vec<u8>>(first)?).unwrap_or(ChunkId([0; 32])),
+        offset: r.get::<_, i64>(first + 1)? as u64,
+        stored_len: r.get(first + 2)?,
+        raw_len: r.get(first + 3)?,
+        codec: Codec::from_u8(r.get(first + 4)?).unwrap_or(Codec::Raw),
+    })
+}
+
 pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -250,15 +262,7 @@ impl Catalog {
         let mut stmt = self.conn.prepare_cached(
             "SELECT c.hash, c.offset, c.stored_len, c.raw_len, c.codec FROM chunks c JOIN packs p ON p.id = c.pack_id WHERE p.hash = ?1 ORDER BY c.offset",
         )?;
-        let rows = stmt.query_map([pack.as_bytes()], |r| {
-            Ok(IndexEntry {
-                chunk: ChunkId::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or(ChunkId([0; 32])),
-                offset: r.get::<_, i64>(1)? as u64,
-                stored_len: r.get(2)?,
-                raw_len: r.get(3)?,
-                codec: Codec::from_u8(r.get(4)?).unwrap_or(Codec::Raw),
-            })
-        })?;
+        let rows = stmt.query_map([pack.as_bytes()], |r| index_entry_at(r, 0))?;
         rows.map(|r| r.map_err(Error::from)).collect()
     }
 

@@ -8,8 +8,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{datasets, entries, Catalog, ChunkLocation, DatasetRow, Entry};
 use crate::dataset::Kind;
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, PackId};
-use crate::pack::{Codec, IndexEntry};
+use crate::id::PackId;
 
 /// One chunk of a file with where it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,23 +50,16 @@ impl Catalog {
     /// A file content's chunks in file order, each with its pack and place in the pack.
     pub fn content_layout(&self, content_id: i64) -> Result<Vec<LaidOutChunk>> {
         let mut stmt = self.conn().prepare_cached(
-            "SELECT cc.file_offset, cc.chunk_hash, p.hash, c.offset, c.stored_len, c.raw_len, c.codec
+            "SELECT cc.file_offset, p.hash, cc.chunk_hash, c.offset, c.stored_len, c.raw_len, c.codec
              FROM content_chunks cc JOIN chunks c ON c.hash = cc.chunk_hash JOIN packs p ON p.id = c.pack_id
              WHERE cc.content_id = ?1 ORDER BY cc.file_offset",
         )?;
         let rows = stmt.query_map([content_id], |r| {
-            let chunk = ChunkId::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or(ChunkId([0; 32]));
             Ok(LaidOutChunk {
                 file_offset: r.get::<_, i64>(0)? as u64,
                 location: ChunkLocation {
-                    pack: PackId::from_slice(&r.get::<_, Vec<u8>>(2)?).unwrap_or(PackId([0; 32])),
-                    entry: IndexEntry {
-                        chunk,
-                        offset: r.get::<_, i64>(3)? as u64,
-                        stored_len: r.get(4)?,
-                        raw_len: r.get(5)?,
-                        codec: Codec::from_u8(r.get(6)?).unwrap_or(Codec::Raw),
-                    },
+                    pack: PackId::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or(PackId([0; 32])),
+                    entry: super::index_entry_at(r, 2)?,
                 },
             })
         })?;

@@ -7,7 +7,7 @@ use dsvault::ops::derive::{self, DeriveOptions, DeriveReport};
 use dsvault::ops::lineage::{self, LineageNode};
 use dsvault::DatasetRef;
 
-use super::output::{bytes, json_line, json_path, timestamp};
+use super::output::{bytes, json_line, json_path, print_sealed, timestamp};
 use super::progress::Bar;
 use super::Globals;
 
@@ -63,14 +63,7 @@ pub fn derive(g: &Globals, a: DeriveArgs) -> Result<i32> {
 }
 
 fn print_derive(r: &DeriveReport) {
-    if r.already_present {
-        println!(
-            "{} already present with the same content (root {}); nothing sealed",
-            r.dataset, r.root
-        );
-    } else {
-        println!("{}  root {}", r.dataset, r.root);
-    }
+    print_sealed(&r.dataset, &r.root, r.already_present);
     println!(
         "  {} files ({} unchanged from the bases, {} from the workspace), {} folders, {} symlinks",
         r.files, r.files_referenced, r.files_from_upper, r.dirs, r.symlinks

@@ -8,7 +8,7 @@ use clap::Args;
 use dsvault::ops::ingest::{self, IngestOptions, IngestReport, SkippedFile};
 use dsvault::{DatasetName, Kind, Vault};
 
-use super::output::{bytes, json_line, json_path};
+use super::output::{bytes, json_line, json_path, print_sealed};
 use super::progress::Bar;
 use super::Globals;
 
@@ -118,14 +118,7 @@ pub fn ingest(g: &Globals, a: IngestArgs) -> Result<i32> {
 
 fn print_ingest(r: &IngestReport) {
     let rate = r.bytes as f64 / r.seconds.max(1e-9) / (1024.0 * 1024.0);
-    if r.already_present {
-        println!(
-            "{} already present with the same content (root {}); nothing sealed",
-            r.dataset, r.root
-        );
-    } else {
-        println!("{}  root {}", r.dataset, r.root);
-    }
+    print_sealed(&r.dataset, &r.root, r.already_present);
     println!(
         "  {} files, {} folders, {} symlinks, {} logical, {} new in the store ({:.1} s, {rate:.0} MiB/s{})",
         r.files,

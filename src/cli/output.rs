@@ -37,6 +37,15 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// The first line after ingest or derive: the dataset and its root, or that it already existed.
+pub fn print_sealed(dataset: &str, root: &dsvault::RootHash, already_present: bool) {
+    if already_present {
+        println!("{dataset} already present with the same content (root {root}); nothing sealed");
+    } else {
+        println!("{dataset}  root {root}");
+    }
+}
+
 /// Seconds since the epoch as an ISO-8601 UTC date and time.
 pub fn timestamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
