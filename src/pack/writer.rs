@@ -107,6 +107,9 @@ impl PackWriter {
         self.write(&footer)?;
         crate::crashpoint::hit("pack-before-fsync");
         self.file.sync_all().map_err(Error::io_at("syncing pack", &self.path))?;
+        // The pack is durable; its pages are clean and rarely read soon. Drop them from the
+        // page cache so ingest does not push the user's data (or the source) out of memory.
+        drop_from_page_cache(&self.file);
         Ok(SealedPack {
             id: PackId(*self.hasher.finalize().as_bytes()),
             tmp_path: self.path,
@@ -118,5 +121,14 @@ impl PackWriter {
     /// Give up on this pack and remove its temporary file.
     pub fn abandon(self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Ask the kernel to drop a file's clean pages from the page cache (advice only).
+fn drop_from_page_cache(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads its integer arguments.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
     }
 }
