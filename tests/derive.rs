@@ -58,6 +58,16 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 }
 
 /// A vault holding gold/base@v1 made from `src`.
+/// A temporary folder with a base tree of `files` files of `size` bytes in `src/`, and a
+/// vault holding it as gold/base@v1.
+fn fresh_base(files: u64, size: usize) -> (tempfile::TempDir, PathBuf, TestVault) {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    base_tree(&src, files, size);
+    let v = vault_with_base(&src);
+    (tmp, src, v)
+}
+
 fn vault_with_base(src: &Path) -> TestVault {
     let v = TestVault::new();
     v.ingest_ok(src, "base", "v1", &[]);
@@ -136,10 +146,7 @@ fn rewriting_one_percent_of_the_files_stores_about_one_percent() {
 
 #[test]
 fn an_untouched_workspace_costs_nothing_and_has_the_base_root() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 20, 200 * KIB as usize);
-    let v = vault_with_base(&src);
+    let (_tmp, src, v) = fresh_base(20, 200 * KIB as usize);
     let gold_root = string(&v.show("gold/base@v1"), "root");
     let packs = v.pack_files();
     v.run(["workspace", "new", "same", "--base", "base@v1"]).ok();
@@ -206,10 +213,7 @@ fn whiteouts_remove_files_and_folders_and_later_layers_win() {
 
 #[test]
 fn lineage_of_a_two_step_chain() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 5, 10_000);
-    let v = vault_with_base(&src);
+    let (_tmp, _, v) = fresh_base(5, 10_000);
     let gold_root = string(&v.show("gold/base@v1"), "root");
     v.run(["workspace", "new", "w1", "--base", "gold/base@v1"]).ok();
     write_file(&upper(&v, "w1"), "step1.txt", b"one\n");
@@ -252,10 +256,7 @@ fn lineage_of_a_two_step_chain() {
 
 #[test]
 fn derived_datasets_are_immutable() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 3, 1000);
-    let v = vault_with_base(&src);
+    let (_tmp, _, v) = fresh_base(3, 1000);
     v.run(["workspace", "new", "w", "--base", "gold/base@v1"]).ok();
     write_file(&upper(&v, "w"), "out.txt", b"result\n");
     let r = derive_ok(&v, "w", "d", "v1");
@@ -298,10 +299,7 @@ fn derived_datasets_are_immutable() {
 
 #[test]
 fn rm_derived_then_gc_frees_its_bytes() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 10, 100 * KIB as usize);
-    let v = vault_with_base(&src);
+    let (_tmp, src, v) = fresh_base(10, 100 * KIB as usize);
     let base_bytes = v.pack_bytes();
     v.run(["workspace", "new", "w", "--base", "gold/base@v1"]).ok();
     for i in 0..4u64 {
@@ -341,10 +339,7 @@ fn rm_derived_then_gc_frees_its_bytes() {
 
 #[test]
 fn gc_repacks_a_partly_used_pack_and_keeps_what_a_derived_set_needs() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 10, 200 * KIB as usize);
-    let v = vault_with_base(&src);
+    let (_tmp, _, v) = fresh_base(10, 200 * KIB as usize);
     assert_eq!(v.pack_files().len(), 1);
     v.run(["workspace", "new", "half", "--base", "gold/base@v1"]).ok();
     for i in 0..5 {
@@ -375,10 +370,7 @@ fn gc_repacks_a_partly_used_pack_and_keeps_what_a_derived_set_needs() {
 
 #[test]
 fn gold_cannot_be_removed_without_the_force_path() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 2, 1000);
-    let v = vault_with_base(&src);
+    let (_tmp, _, v) = fresh_base(2, 1000);
     v.run(["rm", "gold/base@v1"]).code_is(1).mentions(&["--force-gold"]);
     v.run(["rm", "base@v1"]).code_is(1).mentions(&["--force-gold"]);
     // No confirmation on stdin (it is /dev/null): refused.
@@ -501,10 +493,7 @@ fn crash_during_derive_after_its_ref() {
 
 #[test]
 fn bad_input_is_refused_clearly() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 2, 1000);
-    let v = vault_with_base(&src);
+    let (_tmp, _, v) = fresh_base(2, 1000);
     derive(&v, "nope", "d", "v1", &[])
         .code_is(1)
         .mentions(&["no workspace nope"]);
@@ -542,10 +531,7 @@ fn bad_input_is_refused_clearly() {
 
 #[test]
 fn gc_waits_for_no_writer_and_never_runs_beside_one() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 2, 1000);
-    let v = vault_with_base(&src);
+    let (_tmp, _, v) = fresh_base(2, 1000);
     let vault = dsvault::Vault::open(&v.dir).unwrap();
     let lock = vault.lock_writer().unwrap();
     v.run(["gc"]).code_is(1).mentions(&["an ingest or derive is running"]);
@@ -556,10 +542,7 @@ fn gc_waits_for_no_writer_and_never_runs_beside_one() {
 /// gc stopped at `point` while repacking leaves every dataset readable and the vault
 /// verifying; the next gc finishes the job.
 fn gc_crash(point: &str) {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    base_tree(&src, 10, 200 * KIB as usize);
-    let v = vault_with_base(&src);
+    let (_tmp, _, v) = fresh_base(10, 200 * KIB as usize);
     v.run(["workspace", "new", "half", "--base", "gold/base@v1"]).ok();
     for i in 0..5 {
         whiteout(&v, "half", &format!("files/{i:04}.bin"));
