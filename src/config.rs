@@ -46,7 +46,8 @@ pub enum ChunkAlgorithm {
 /// When a chunk is stored zstd-compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompressionConfig {
-    /// zstd level for chunks that compress.
+    /// zstd level for chunks that compress: 1–19, or negative for zstd's faster modes; 0 stores
+    /// every chunk raw.
     pub zstd_level: i32,
     /// A chunk is stored compressed only if that saves at least this percentage.
     pub min_saving_percent: u32,

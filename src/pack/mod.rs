@@ -89,7 +89,9 @@ impl ChunkEncoder {
         let zstd_err = |e: std::io::Error| Error::Config(format!("zstd: {e}"));
         Ok(ChunkEncoder {
             policy,
-            compressor: zstd::bulk::Compressor::new(policy.level.max(1)).map_err(zstd_err)?,
+            // Level 0 means "store raw" here (see `encode`), not zstd's default level.
+            compressor: zstd::bulk::Compressor::new(if policy.level == 0 { 1 } else { policy.level })
+                .map_err(zstd_err)?,
             sampler: zstd::bulk::Compressor::new(1).map_err(zstd_err)?,
             decompressor: zstd::bulk::Decompressor::new().map_err(zstd_err)?,
         })
@@ -199,6 +201,32 @@ mod tests {
         let enc = encode_chunk(ChunkId::of(&noise), &noise, POLICY).unwrap();
         assert_eq!(enc.codec, Codec::Raw);
         assert_eq!(enc.stored, noise);
+    }
+
+    #[test]
+    fn negative_levels_compress_and_zero_stores_raw() {
+        let text: Vec<u8> = (0..200_000).map(|i| b"id,label,score\n"[i % 15]).collect();
+        let id = ChunkId::of(&text);
+        let fast = encode_chunk(
+            id,
+            &text,
+            CompressPolicy {
+                level: -3,
+                min_saving_percent: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!(fast.codec, Codec::Zstd);
+        let raw = encode_chunk(
+            id,
+            &text,
+            CompressPolicy {
+                level: 0,
+                min_saving_percent: 10,
+            },
+        )
+        .unwrap();
+        assert_eq!((raw.codec, raw.stored.len()), (Codec::Raw, text.len()));
     }
 
     #[test]
