@@ -18,6 +18,8 @@ mod writer;
 pub use reader::{parse_index, read_index_from_file, verify_pack_bytes, PackDamage};
 pub use writer::{PackWriter, SealedPack};
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 
@@ -97,23 +99,24 @@ impl ChunkEncoder {
         })
     }
 
-    /// Encode one chunk whose id is `id`.
-    pub fn encode(&mut self, id: ChunkId, data: &[u8]) -> Result<EncodedChunk> {
-        let raw = || EncodedChunk {
+    /// Encode one chunk whose id is `id`. An owned buffer that ends up stored raw is moved
+    /// into the result, not copied (a small file read whole is often exactly one chunk).
+    pub fn encode(&mut self, id: ChunkId, data: Cow<'_, [u8]>) -> Result<EncodedChunk> {
+        let raw = |data: Cow<'_, [u8]>| EncodedChunk {
             id,
             raw_len: data.len() as u32,
             codec: Codec::Raw,
-            stored: data.to_vec(),
+            stored: data.into_owned(),
         };
-        if self.policy.level == 0 || data.len() < 512 || !self.sample_compresses(data) {
-            return Ok(raw());
+        if self.policy.level == 0 || data.len() < 512 || !self.sample_compresses(&data) {
+            return Ok(raw(data));
         }
-        let Ok(compressed) = self.compressor.compress(data) else {
-            return Ok(raw());
+        let Ok(compressed) = self.compressor.compress(&data) else {
+            return Ok(raw(data));
         };
         let limit = data.len() as u64 * (100 - self.policy.min_saving_percent.min(100)) as u64 / 100;
         if compressed.len() as u64 > limit {
-            return Ok(raw());
+            return Ok(raw(data));
         }
         match self.decompressor.decompress(&compressed, data.len()) {
             Ok(check) if check.len() == data.len() && ChunkId::of(&check) == id => Ok(EncodedChunk {
@@ -125,7 +128,7 @@ impl ChunkEncoder {
             _ => {
                 // Never store what does not decode back to the original; raw always does.
                 tracing::warn!(chunk = %id, "zstd round trip mismatch; storing raw");
-                Ok(raw())
+                Ok(raw(data))
             }
         }
     }
@@ -146,7 +149,7 @@ impl ChunkEncoder {
 
 /// Encode one chunk with a fresh encoder (convenient for tests and one-offs).
 pub fn encode_chunk(id: ChunkId, data: &[u8], policy: CompressPolicy) -> Result<EncodedChunk> {
-    ChunkEncoder::new(policy)?.encode(id, data)
+    ChunkEncoder::new(policy)?.encode(id, Cow::Borrowed(data))
 }
 
 /// Turn a chunk's stored bytes back into its raw bytes and check them against its id.

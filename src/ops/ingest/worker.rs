@@ -4,6 +4,8 @@
 //! stored, is never chunked. Small files are read whole (one read, hash, then chunk the
 //! buffer); large files stream through a fixed buffer, hashing as they go.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -18,7 +20,6 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, ContentId};
 use crate::pack::{ChunkEncoder, CompressPolicy};
 use crate::progress::Progress;
-use std::cell::RefCell;
 
 /// Files up to this size are read into memory whole.
 const SMALL_FILE: u64 = 4 * 1024 * 1024;
@@ -134,7 +135,7 @@ impl<'a> Worker<'a> {
         let ranges: Vec<_> = self.ctx.chunker.chunk_slice(&buf).collect();
         if ranges.len() == 1 {
             // One chunk is the whole file: its chunk id is the content hash just computed.
-            self.emit_hashed_chunk(job.token, 0, ChunkId(hash.0), &buf)?;
+            self.emit_hashed_chunk(job.token, 0, ChunkId(hash.0), Cow::Owned(buf))?;
             return Ok(hash);
         }
         for range in ranges {
@@ -164,23 +165,24 @@ impl<'a> Worker<'a> {
 
     /// Hash one chunk and, unless it is already stored, encode it for a pack.
     fn emit_chunk(&self, token: u64, file_offset: u64, data: &[u8]) -> Result<()> {
-        self.emit_hashed_chunk(token, file_offset, ChunkId::of(data), data)
+        self.emit_hashed_chunk(token, file_offset, ChunkId::of(data), Cow::Borrowed(data))
     }
 
     /// [`Self::emit_chunk`] for a chunk whose id is already known.
-    fn emit_hashed_chunk(&self, token: u64, file_offset: u64, id: ChunkId, data: &[u8]) -> Result<()> {
+    fn emit_hashed_chunk(&self, token: u64, file_offset: u64, id: ChunkId, data: Cow<'_, [u8]>) -> Result<()> {
+        let raw_len = data.len() as u32;
         let in_vault = self.catalog.has_chunk(id)?;
         let encoded = if in_vault || self.ctx.estimate {
             None
         } else {
             Some(self.encoder.borrow_mut().encode(id, data)?)
         };
-        self.ctx.progress.advance(data.len() as u64);
+        self.ctx.progress.advance(raw_len as u64);
         self.send(Msg::Chunk(NewChunk {
             token,
             file_offset,
             id,
-            raw_len: data.len() as u32,
+            raw_len,
             in_vault,
             encoded,
         }))
