@@ -13,6 +13,7 @@
 //! All integers little-endian. The pack's name is the blake3 hash of the whole file.
 
 mod reader;
+mod sink;
 mod writer;
 
 pub use reader::{parse_index, read_index_from_file, verify_pack_bytes, PackDamage};

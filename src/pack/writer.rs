@@ -1,18 +1,17 @@
 //! Writing one pack: append encoded chunks to a temporary file, then seal it.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::sink::PackSink;
 use super::{EncodedChunk, IndexEntry, ENTRY_LEN, FOOTER_MAGIC, HEADER_LEN, HEADER_MAGIC, PACK_VERSION};
 use crate::error::{Error, Result};
 use crate::id::PackId;
 
 /// A pack being filled in the vault's `tmp/` folder.
 pub struct PackWriter {
-    file: File,
+    sink: PackSink,
     path: PathBuf,
-    hasher: blake3::Hasher,
     offset: u64,
     entries: Vec<IndexEntry>,
 }
@@ -37,10 +36,10 @@ impl PackWriter {
             .create_new(true)
             .open(&path)
             .map_err(Error::io_at("creating pack", &path))?;
+        let sink = PackSink::start(file).map_err(Error::io_at("starting to write pack", &path))?;
         let mut writer = PackWriter {
-            file,
+            sink,
             path,
-            hasher: blake3::Hasher::new(),
             offset: 0,
             entries: Vec::new(),
         };
@@ -77,16 +76,23 @@ impl PackWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
+        self.sink
+            .write(bytes)
             .map_err(Error::io_at("writing pack", &self.path))?;
-        self.hasher.update(bytes);
         self.offset += bytes.len() as u64;
         Ok(())
     }
 
-    /// Write the index and footer, fsync, and name the pack by its hash.
-    pub fn seal(mut self) -> Result<SealedPack> {
+    /// Write the index and footer, fsync, and name the pack by its hash. On failure the
+    /// temporary file is removed.
+    pub fn seal(self) -> Result<SealedPack> {
+        let path = self.path.clone();
+        self.seal_or_keep().inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })
+    }
+
+    fn seal_or_keep(mut self) -> Result<SealedPack> {
         let index_offset = self.offset;
         let mut index = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
         for e in &self.entries {
@@ -105,13 +111,16 @@ impl PackWriter {
         footer.extend_from_slice(FOOTER_MAGIC);
         self.write(&index)?;
         self.write(&footer)?;
+        let done = self.sink.finish().map_err(Error::io_at("writing pack", &self.path))?;
+        debug_assert_eq!(done.len, self.offset);
         crate::crashpoint::hit("pack-before-fsync");
-        self.file.sync_all().map_err(Error::io_at("syncing pack", &self.path))?;
-        // The pack is durable; its pages are clean and rarely read soon. Drop them from the
-        // page cache so ingest does not push the user's data (or the source) out of memory.
-        drop_from_page_cache(&self.file);
+        done.file.sync_all().map_err(Error::io_at("syncing pack", &self.path))?;
+        // The pack is durable; any pages it has in the page cache (when direct I/O was not
+        // available) are clean and rarely read soon. Drop them so ingest does not push the
+        // user's data (or the source) out of memory.
+        drop_from_page_cache(&done.file);
         Ok(SealedPack {
-            id: PackId(*self.hasher.finalize().as_bytes()),
+            id: PackId(*done.hash.as_bytes()),
             tmp_path: self.path,
             size: self.offset,
             entries: self.entries,
@@ -120,7 +129,9 @@ impl PackWriter {
 
     /// Give up on this pack and remove its temporary file.
     pub fn abandon(self) {
-        let _ = std::fs::remove_file(&self.path);
+        let path = self.path.clone();
+        drop(self); // stops the writing thread first
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -346,9 +346,12 @@ pub(crate) fn store_pending(
         writer.close();
         (written, publishing.join().expect("publisher thread panicked"))
     });
-    written?;
-    let stored_bytes = published?;
-    Ok((writer.totals.clone(), stored_bytes))
+    match (written, published) {
+        // The publisher's own failure (a full disk while sealing, say) says more than the
+        // writer's "the publisher stopped".
+        (Err(Error::Stopped(_)), Err(e)) | (Ok(()), Err(e)) | (Err(e), _) => Err(e),
+        (Ok(()), Ok(stored_bytes)) => Ok((writer.totals.clone(), stored_bytes)),
+    }
 }
 
 /// Write the manifest, create the ref, and seal the catalog row, in that order. `in_seal`
