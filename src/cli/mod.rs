@@ -12,6 +12,7 @@ mod inspect;
 mod mount;
 mod output;
 mod progress;
+mod view;
 mod workspace;
 
 use std::path::PathBuf;
