@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const SEEDS: u64 = 8;
-const STEPS: usize = 300;
+const STEPS: usize = 250;
 const FILE_MODES: [u32; 4] = [0o644, 0o600, 0o755, 0o444];
 const DIR_MODES: [u32; 4] = [0o755, 0o700, 0o750, 0o555];
 
