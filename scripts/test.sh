@@ -8,6 +8,9 @@ need_apt=()
 command -v mkfifo >/dev/null || need_apt+=(coreutils)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+# Real tools the workspace overlay tests run through a mount.
+command -v rsync >/dev/null || need_apt+=(rsync)
+command -v python3 >/dev/null || need_apt+=(python3)
 if ((${#need_apt[@]})); then
     if [[ $(id -u) == 0 ]]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

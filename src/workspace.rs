@@ -6,8 +6,8 @@
 //! layer (which overrides every base), minus the paths hidden by whiteouts. A whiteout hides
 //! the bases' entry at its path and everything below it, never the upper layer.
 //! Never: reads dataset content or writes into the store; [`crate::ops::derive`] turns the
-//! merged view into a dataset, and the FUSE overlay (later) writes into `upper/` and records
-//! deletes through [`Workspace::whiteout`].
+//! merged view into a dataset, and the FUSE overlay ([`crate::vfs::work`]) writes into
+//! `upper/` and records deletes as the same whiteout rows [`Workspace::whiteout`] adds.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;

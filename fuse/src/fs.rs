@@ -1,6 +1,7 @@
-//! `fuser::Filesystem` over a [`ReadOnlyView`]: each callback calls the view, turns its
+//! `fuser::Filesystem` over a [`WritableView`]: each callback calls the view, turns its
 //! answer into a reply, and turns any [`ViewError`] into its errno (see
-//! [`ViewError::errno`]). Every write-type operation answers EROFS without calling the view.
+//! [`ViewError::errno`]). On a read-only mount every write-type operation answers EROFS
+//! without calling the view; otherwise the view decides (its defaults answer EROFS).
 
 use std::ffi::OsStr;
 use std::io;
@@ -14,7 +15,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::{Attr, NodeKind, ReadOnlyView, ViewError};
+use crate::{Attr, NodeKind, SetAttr, SetTime, ViewError, WritableView};
 
 /// Largest read (and write) request: 1 MiB.
 pub(crate) const MAX_IO: u32 = 1 << 20;
@@ -34,9 +35,10 @@ pub(crate) struct ViewFs<V> {
     pub view: V,
     pub uid: u32,
     pub gid: u32,
-    /// Answer opens with ENOSYS (read-only mounts only: the kernel then refuses writable
-    /// opens itself, and stops sending OPEN and RELEASE, one round trip each per file).
-    pub zero_message_open: bool,
+    /// A read-only mount: opens are answered with ENOSYS (the kernel then refuses writable
+    /// opens itself, and stops sending OPEN and RELEASE, one round trip each per file), and
+    /// every write-type request with EROFS without asking the view.
+    pub read_only: bool,
 }
 
 fn errno(e: &ViewError) -> Errno {
@@ -51,7 +53,7 @@ fn ttl(attr: &Attr) -> Duration {
     }
 }
 
-impl<V: ReadOnlyView> ViewFs<V> {
+impl<V: WritableView> ViewFs<V> {
     fn file_attr(&self, a: &Attr) -> FileAttr {
         let kind = match a.kind {
             NodeKind::Dir => FileType::Directory,
@@ -70,16 +72,47 @@ impl<V: ReadOnlyView> ViewFs<V> {
             perm: a.perm,
             // 1 for folders too: tells `find` not to count subfolders by link count.
             nlink: 1,
-            uid: self.uid,
-            gid: self.gid,
+            uid: a.owner.map_or(self.uid, |o| o.0),
+            gid: a.owner.map_or(self.gid, |o| o.1),
             rdev: 0,
             blksize: BLKSIZE,
             flags: 0,
         }
     }
+
+    fn reply_entry(&self, result: Result<Attr, ViewError>, reply: ReplyEntry) {
+        match result {
+            Ok(a) => reply.entry_with_ttls(&ttl(&a), &ttl(&a), &self.file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn reply_empty(result: Result<(), ViewError>, reply: ReplyEmpty) {
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// The errno for an operation no view supports: EROFS where nothing can be written,
+    /// EOPNOTSUPP in writable parts.
+    fn unsupported(&self, ino: u64) -> Errno {
+        if !self.read_only && self.view.writable(ino) {
+            Errno::EOPNOTSUPP
+        } else {
+            Errno::EROFS
+        }
+    }
 }
 
-impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeOrNow::SpecificTime(at) => SetTime::At(at),
+        TimeOrNow::Now => SetTime::Now,
+    })
+}
+
+impl<V: WritableView> Filesystem for ViewFs<V> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(MAX_IO);
         if let Err(nearest) = config.set_max_readahead(MAX_IO) {
@@ -100,14 +133,19 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.view.lookup(parent.0, name) {
-            Ok(a) => reply.entry_with_ttls(&ttl(&a), &ttl(&a), &self.file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.reply_entry(self.view.lookup(parent.0, name), reply)
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.view.getattr(ino.0) {
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.view.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let result = match fh {
+            Some(fh) if !self.read_only => self.view.getattr_open(ino.0, fh.0),
+            _ => self.view.getattr(ino.0),
+        };
+        match result {
             Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -121,16 +159,17 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return reply.error(Errno::EROFS);
-        }
-        if self.zero_message_open {
+        if self.read_only {
+            if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+                return reply.error(Errno::EROFS);
+            }
             // The kernel remembers this and opens files itself from now on, with its
             // default of keeping the page cache across opens (FOPEN_KEEP_CACHE).
             return reply.error(Errno::ENOSYS);
         }
-        match self.view.open(ino.0) {
-            // File content never changes: let the kernel keep its page cache across opens.
+        match self.view.open_with(ino.0, flags.0) {
+            // Content changes only through this mount, which the kernel sees (writes go
+            // through its page cache): it may keep its pages across opens.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
@@ -172,8 +211,8 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
         reply.error(Errno::ENOSYS);
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok();
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        Self::reply_empty(self.view.fsync(ino.0, fh.0, datasync), reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -218,16 +257,20 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
             Ok(entries) => entries,
             Err(e) => return reply.error(errno(&e)),
         };
+        let mut full = false;
         for (e, a) in entries {
-            if reply.add(
-                INodeNo(e.ino),
-                e.offset,
-                &e.name,
-                &ttl(&a),
-                &self.file_attr(&a),
-                Generation(0),
-            ) {
-                break;
+            full = full
+                || reply.add(
+                    INodeNo(e.ino),
+                    e.offset,
+                    &e.name,
+                    &ttl(&a),
+                    &self.file_attr(&a),
+                    Generation(0),
+                );
+            if full && e.name != "." && e.name != ".." {
+                // Not sent: give back the reference the view counted for it.
+                self.view.forget(e.ino, 1);
             }
         }
         reply.ok();
@@ -246,9 +289,9 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
         const BSIZE: u64 = 4096;
         match self.view.statfs() {
             Ok(s) => reply.statfs(
-                s.bytes.div_ceil(BSIZE),
-                0,
-                0,
+                (s.bytes + s.free_bytes).div_ceil(BSIZE),
+                s.free_bytes / BSIZE,
+                s.free_bytes / BSIZE,
                 s.files,
                 0,
                 BSIZE as u32,
@@ -281,7 +324,7 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) {
+        if mask.contains(AccessFlags::W_OK) && (self.read_only || !self.view.writable(ino.0)) {
             return reply.error(Errno::EROFS);
         }
         match self.view.getattr(ino.0) {
@@ -290,95 +333,170 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
         }
     }
 
-    // ---- every write-type operation: EROFS ------------------------------------------------
+    // ---- write-type operations: EROFS on a read-only mount, else the view's answer ------
 
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        let changes = SetAttr {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+        };
+        match self.view.setattr(ino.0, fh.map(|f| f.0), &changes) {
+            Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn mknod(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn mknod(&self, _req: &Request, parent: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+        reply.error(self.unsupported(parent.0));
     }
 
-    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        // The kernel has applied the umask already (no FUSE_DONT_MASK).
+        self.reply_entry(self.view.mkdir(parent.0, name, mode & 0o7777), reply)
     }
 
-    fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        Self::reply_empty(self.view.unlink(parent.0, name), reply)
     }
 
-    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        Self::reply_empty(self.view.rmdir(parent.0, name), reply)
     }
 
-    fn symlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _t: &Path, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn symlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        self.reply_entry(self.view.symlink(parent.0, name, target), reply)
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _np: INodeNo,
-        _nn: &OsStr,
-        _f: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        Self::reply_empty(
+            self.view.rename(parent.0, name, new_parent.0, new_name, flags.bits()),
+            reply,
+        )
     }
 
-    fn link(&self, _req: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EROFS);
+    fn link(&self, _req: &Request, ino: INodeNo, new_parent: INodeNo, new_name: &OsStr, reply: ReplyEntry) {
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        self.reply_entry(self.view.link(ino.0, new_parent.0, new_name), reply)
     }
 
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        match self.view.write(ino.0, fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn create(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _f: i32, reply: ReplyCreate) {
-        reply.error(Errno::EROFS);
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        match self.view.create(parent.0, name, mode & 0o7777, flags) {
+            Ok((a, fh)) => reply.created(
+                &ttl(&a),
+                &self.file_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn setxattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn setxattr(&self, _req: &Request, ino: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
+        reply.error(self.unsupported(ino.0));
     }
 
-    fn removexattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.unsupported(ino.0));
     }
 
-    fn fallocate(&self, _req: &Request, _i: INodeNo, _fh: FileHandle, _o: u64, _l: u64, _m: i32, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        Self::reply_empty(self.view.fallocate(ino.0, fh.0, offset, length, mode), reply)
     }
 
     fn copy_file_range(
@@ -394,7 +512,8 @@ impl<V: ReadOnlyView> Filesystem for ViewFs<V> {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        // ENOSYS on a writable mount: the kernel then copies through read and write.
+        reply.error(if self.read_only { Errno::EROFS } else { Errno::ENOSYS });
     }
 }
 

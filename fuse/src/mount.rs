@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 
 use crate::fs::ViewFs;
-use crate::ReadOnlyView;
+use crate::WritableView;
 
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
-    /// Mount `ro` (the kernel refuses writes before they reach the filesystem).
+    /// Mount `ro` (the kernel refuses writes before they reach the filesystem, and opens
+    /// cost no request). Otherwise the view's [`WritableView`] methods decide.
     pub read_only: bool,
     /// Let users other than the one mounting use the mount (`allow_other`; a non-root user
     /// needs `user_allow_other` in /etc/fuse.conf).
@@ -64,12 +65,12 @@ impl MountOptions {
 }
 
 /// A mounted view, not yet serving: call [`Mount::run`].
-pub struct Mount<V: ReadOnlyView> {
+pub struct Mount<V: WritableView> {
     session: Session<ViewFs<V>>,
     mountpoint: PathBuf,
 }
 
-impl<V: ReadOnlyView> Mount<V> {
+impl<V: WritableView> Mount<V> {
     /// Mount `view` at `mountpoint`. Requests queue until [`Mount::run`] serves them.
     pub fn new(view: V, mountpoint: &Path, options: &MountOptions) -> io::Result<Self> {
         // SAFETY: geteuid/getegid cannot fail.
@@ -78,7 +79,7 @@ impl<V: ReadOnlyView> Mount<V> {
             view,
             uid,
             gid,
-            zero_message_open: options.read_only,
+            read_only: options.read_only,
         };
         let session = Session::new(fs, mountpoint, &options.config())?;
         if let Some(kb) = options.read_ahead_kb {

@@ -6,7 +6,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::SystemTime;
 
-use dsvault_fuse::{Attr, DirEntry, Mount, MountOptions, NodeKind, ReadOnlyView, StatFs, ViewError, ViewResult};
+use dsvault_fuse::{
+    Attr, DirEntry, Mount, MountOptions, NodeKind, ReadOnlyView, StatFs, ViewError, ViewResult, WritableView,
+};
 
 /// `/hello.txt` (readable), `/broken.bin` (damaged: EIO on read).
 struct Fake;
@@ -27,6 +29,7 @@ fn attr(ino: u64) -> ViewResult<Attr> {
         perm,
         mtime: SystemTime::UNIX_EPOCH,
         immutable: true,
+        owner: None,
     })
 }
 
@@ -93,9 +96,13 @@ impl ReadOnlyView for Fake {
         Ok(StatFs {
             bytes: 4096 * 10,
             files: 2,
+            free_bytes: 0,
         })
     }
 }
+
+/// Read-only: every write-type operation keeps its EROFS default.
+impl WritableView for Fake {}
 
 #[test]
 fn errno_mapping_is_the_truth() {
@@ -103,6 +110,9 @@ fn errno_mapping_is_the_truth() {
     assert_eq!(ViewError::Damaged.errno(), libc::EIO);
     assert_eq!(ViewError::ReadOnly.errno(), libc::EROFS);
     assert_eq!(ViewError::NoAttribute.errno(), libc::ENODATA);
+    assert_eq!(ViewError::CrossDevice.errno(), libc::EXDEV);
+    assert_eq!(ViewError::NotEmpty.errno(), libc::ENOTEMPTY);
+    assert_eq!(ViewError::Os(libc::ENOSPC).errno(), libc::ENOSPC);
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod datasets;
 pub mod entries;
 mod gc;
 mod lineage;
+mod runs;
 mod view;
 mod workspaces;
 
@@ -18,6 +19,7 @@ pub use datasets::{DatasetRow, DatasetState, DatasetTotals};
 pub use entries::{Entry, EntryKind};
 pub use gc::{PackUsage, RetiredPack};
 pub use lineage::{LineageInput, LineageRecord};
+pub use runs::RunRow;
 pub use view::LaidOutChunk;
 pub use workspaces::{BaseRow, WorkspaceRow};
 
@@ -33,6 +35,7 @@ use crate::pack::{Codec, IndexEntry};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_init.sql"),
     include_str!("../../schema/0002_workspaces.sql"),
+    include_str!("../../schema/0003_runs.sql"),
 ];
 
 /// How long a writer waits for another writer's transaction before failing.

@@ -12,6 +12,8 @@ mod inspect;
 mod mount;
 mod output;
 mod progress;
+mod run;
+mod view;
 mod workspace;
 
 use std::path::PathBuf;
@@ -64,6 +66,8 @@ enum Command {
     Workspace(workspace::WorkspaceArgs),
     /// Seal a workspace's merged view as the derived dataset NAME@VERSION.
     Derive(derive::DeriveArgs),
+    /// Run a command in a workspace mounted writable, record it, and derive on success.
+    Run(run::RunArgs),
     /// The inputs of a dataset, back to gold.
     Lineage(derive::LineageArgs),
     /// Remove a derived dataset (gold only with --force-gold and a typed confirmation).
@@ -154,6 +158,7 @@ fn run(g: &Globals, command: Command) -> Result<i32> {
         Command::Mount(a) => mount::mount(g, a),
         Command::Workspace(a) => workspace::workspace(g, a),
         Command::Derive(a) => derive::derive(g, a),
+        Command::Run(a) => run::run(g, a),
         Command::Lineage(a) => derive::lineage(g, a),
         Command::Rm(a) => gc::rm(g, a),
         Command::Gc(a) => gc::gc(g, a),

@@ -1,23 +1,23 @@
-//! `mount`: serve a vault (or one dataset) read-only through FUSE until unmounted or
-//! interrupted.
+//! `mount`: serve a vault (or one dataset) through FUSE until unmounted or interrupted.
+//! Datasets are read-only; a whole-vault mount has writable workspaces under `work/`
+//! unless `--read-only` is given.
 //!
-//! Owns: checking the mount point, the adapter from `dsvault::vfs::Vfs` to the
-//! `dsvault_fuse::ReadOnlyView` trait, the "mounted" line, and signals: SIGINT, SIGTERM and
-//! SIGHUP unmount (lazily if busy) and the command exits 0 with the mount gone.
+//! Owns: checking the mount point, the "mounted" line, and signals: SIGINT, SIGTERM and
+//! SIGHUP unmount (lazily if busy) and the command exits 0 with the mount gone. The
+//! adapter to the FUSE crate's traits is in [`super::view`].
 
-use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use dsvault::vfs::{self, Scope, Vfs, VfsError, VfsOptions};
+use dsvault::vfs::{Scope, Vfs, VfsOptions};
 use dsvault::DatasetRef;
-use dsvault_fuse::{Mount, MountOptions, ReadOnlyView, ViewError, ViewResult};
+use dsvault_fuse::{Mount, MountOptions};
 
+use super::view::VfsView;
 use super::Globals;
 
 #[derive(Args, Debug)]
@@ -39,6 +39,10 @@ pub struct MountArgs {
     /// Threads serving FUSE requests (default: the number of CPUs, 2 to 8).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Mount a whole vault read-only: `work/` stays empty, and opening files costs no
+    /// request (a single dataset is always mounted read-only).
+    #[arg(long)]
+    read_only: bool,
 }
 
 pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
@@ -51,9 +55,11 @@ pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
     let signals = StopSignals::block();
     limit_malloc_arenas();
     let vault = g.open_vault()?;
+    let read_only = a.read_only || dataset.is_some();
     let scope = dataset.map_or(Scope::Vault, Scope::Dataset);
     let options = VfsOptions {
         cache_bytes: a.cache_mib << 20,
+        workspaces: !read_only,
         ..VfsOptions::default()
     };
     let view = Vfs::new(vault, &scope, options).context("opening the view")?;
@@ -63,25 +69,26 @@ pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
     let mount_options = MountOptions {
         allow_other: a.allow_other,
         threads: a.threads.unwrap_or_else(default_threads),
+        read_only,
         ..MountOptions::default()
     };
     let mut mounted =
         Mount::new(VfsView(view), &mountpoint, &mount_options).map_err(|e| mount_error(e, &mountpoint))?;
     signals.unmount_on_signal(mounted.unmounter());
-    announce(g, &what, &mountpoint)?;
+    announce(g, &what, &mountpoint, read_only)?;
     mounted
         .run()
         .with_context(|| format!("serving {}", mountpoint.display()))?;
     Ok(0)
 }
 
-fn default_threads() -> usize {
+pub(super) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
 }
 
 /// Chunk buffers (up to 2 MiB) freed on one thread and allocated on another would otherwise
 /// spread over one glibc arena per thread and hold RSS well above the chunk cache's bound.
-fn limit_malloc_arenas() {
+pub(super) fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before the serving threads start.
     unsafe {
@@ -89,15 +96,20 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn announce(g: &Globals, what: &str, mountpoint: &Path) -> Result<()> {
+fn announce(g: &Globals, what: &str, mountpoint: &Path, read_only: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if g.json {
-        let line = serde_json::json!({ "mounted": what, "mountpoint": mountpoint, "read_only": true });
+        let line = serde_json::json!({ "mounted": what, "mountpoint": mountpoint, "read_only": read_only });
         writeln!(out, "{line}")?;
     } else {
+        let how = if read_only {
+            "read-only"
+        } else {
+            "workspaces writable under work/"
+        };
         writeln!(
             out,
-            "mounted {what} at {mp} (read-only); stop with Ctrl-C or umount {mp}",
+            "mounted {what} at {mp} ({how}); stop with Ctrl-C or umount {mp}",
             mp = mountpoint.display()
         )?;
     }
@@ -106,7 +118,7 @@ fn announce(g: &Globals, what: &str, mountpoint: &Path) -> Result<()> {
 }
 
 /// The mount point must be an existing folder, and not a dead mount left by a killed process.
-fn check_mountpoint(mp: &Path) -> Result<()> {
+pub(super) fn check_mountpoint(mp: &Path) -> Result<()> {
     match std::fs::metadata(mp) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => bail!("mount point {} is not a folder", mp.display()),
@@ -121,7 +133,7 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
     }
 }
 
-fn mount_error(e: std::io::Error, mp: &Path) -> anyhow::Error {
+pub(super) fn mount_error(e: std::io::Error, mp: &Path) -> anyhow::Error {
     let hint = match e.raw_os_error() {
         Some(libc::ENOENT) if !Path::new("/dev/fuse").exists() => {
             "; /dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass --device /dev/fuse"
@@ -165,141 +177,5 @@ impl StopSignals {
             std::thread::sleep(Duration::from_secs(5));
             std::process::exit(0);
         });
-    }
-}
-
-/// `dsvault_fuse::ReadOnlyView` over the library's view.
-struct VfsView(Vfs);
-
-/// Folder entries returned per `readdir` call.
-const READDIR_PAGE: usize = 512;
-
-fn view_error(e: VfsError) -> ViewError {
-    match e {
-        VfsError::NotFound => ViewError::NotFound,
-        VfsError::NotADirectory => ViewError::NotADirectory,
-        VfsError::IsADirectory => ViewError::IsADirectory,
-        VfsError::NotASymlink => ViewError::NotASymlink,
-        VfsError::NoAttribute => ViewError::NoAttribute,
-        VfsError::BadHandle => ViewError::BadHandle,
-        VfsError::Damaged(_) => ViewError::Damaged,
-        VfsError::Failed(e) => {
-            tracing::warn!("mount: {e}");
-            ViewError::Failed
-        }
-    }
-}
-
-fn attr(a: vfs::Attr) -> dsvault_fuse::Attr {
-    dsvault_fuse::Attr {
-        ino: a.ino,
-        kind: node_kind(a.kind),
-        size: a.size,
-        perm: a.perm,
-        mtime: a.mtime,
-        immutable: a.immutable,
-    }
-}
-
-fn node_kind(k: vfs::NodeKind) -> dsvault_fuse::NodeKind {
-    match k {
-        vfs::NodeKind::Dir => dsvault_fuse::NodeKind::Dir,
-        vfs::NodeKind::File => dsvault_fuse::NodeKind::File,
-        vfs::NodeKind::Symlink => dsvault_fuse::NodeKind::Symlink,
-    }
-}
-
-impl ReadOnlyView for VfsView {
-    type Data = vfs::ReadBytes;
-
-    fn lookup(&self, parent: u64, name: &OsStr) -> ViewResult<dsvault_fuse::Attr> {
-        self.0.lookup(parent, name.as_bytes()).map(attr).map_err(view_error)
-    }
-
-    fn getattr(&self, ino: u64) -> ViewResult<dsvault_fuse::Attr> {
-        self.0.getattr(ino).map(attr).map_err(view_error)
-    }
-
-    fn readlink(&self, ino: u64) -> ViewResult<Vec<u8>> {
-        self.0.readlink(ino).map_err(view_error)
-    }
-
-    fn opendir(&self, ino: u64) -> ViewResult<u64> {
-        self.0.opendir(ino).map_err(view_error)
-    }
-
-    fn readdir(&self, ino: u64, fh: u64, offset: u64) -> ViewResult<Vec<dsvault_fuse::DirEntry>> {
-        let entries = self.0.readdir(ino, fh, offset, READDIR_PAGE).map_err(view_error)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| dsvault_fuse::DirEntry {
-                ino: e.ino,
-                offset: e.offset,
-                kind: node_kind(e.kind),
-                name: OsString::from_vec(e.name),
-            })
-            .collect())
-    }
-
-    fn readdir_plus(
-        &self,
-        ino: u64,
-        fh: u64,
-        offset: u64,
-        max: usize,
-    ) -> ViewResult<Vec<(dsvault_fuse::DirEntry, dsvault_fuse::Attr)>> {
-        let entries = self
-            .0
-            .readdir_plus(ino, fh, offset, max.min(READDIR_PAGE))
-            .map_err(view_error)?;
-        Ok(entries
-            .into_iter()
-            .map(|(e, a)| {
-                let e = dsvault_fuse::DirEntry {
-                    ino: e.ino,
-                    offset: e.offset,
-                    kind: node_kind(e.kind),
-                    name: OsString::from_vec(e.name),
-                };
-                (e, attr(a))
-            })
-            .collect())
-    }
-
-    fn releasedir(&self, fh: u64) {
-        self.0.releasedir(fh)
-    }
-
-    fn open(&self, ino: u64) -> ViewResult<u64> {
-        self.0.open(ino).map_err(view_error)
-    }
-
-    fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> ViewResult<vfs::ReadBytes> {
-        match fh {
-            0 => self.0.read_ino(ino, offset, size),
-            fh => self.0.read(fh, offset, size),
-        }
-        .map_err(view_error)
-    }
-
-    fn release(&self, fh: u64) {
-        self.0.release(fh)
-    }
-
-    fn getxattr(&self, ino: u64, name: &OsStr) -> ViewResult<Vec<u8>> {
-        self.0.getxattr(ino, name.as_bytes()).map_err(view_error)
-    }
-
-    fn listxattr(&self, ino: u64) -> ViewResult<Vec<OsString>> {
-        let names = self.0.listxattr(ino).map_err(view_error)?;
-        Ok(names.into_iter().map(OsString::from).collect())
-    }
-
-    fn statfs(&self) -> ViewResult<dsvault_fuse::StatFs> {
-        let s = self.0.statfs().map_err(view_error)?;
-        Ok(dsvault_fuse::StatFs {
-            bytes: s.bytes,
-            files: s.files,
-        })
     }
 }

@@ -85,6 +85,7 @@ fn dot_attr(ino: u64, shared: &Shared) -> Attr {
         perm: 0o555,
         mtime: shared.started,
         immutable: false,
+        owner: None,
     }
 }
 

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::cache::ChunkBytes;
 use super::nodes::Node;
 use super::{DatasetInfo, ReadBytes, Shared, VfsError, VfsResult};
-use crate::catalog::{ChunkLocation, EntryKind, LaidOutChunk};
+use crate::catalog::{ChunkLocation, Entry, EntryKind, LaidOutChunk};
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::pack::{self, Codec};
@@ -104,6 +104,31 @@ fn open_file(shared: &Shared, ino: u64) -> VfsResult<OpenFile> {
     let Node::Entry { dataset, entry } = shared.node(ino)? else {
         return Err(VfsError::IsADirectory);
     };
+    entry_file(shared, dataset, entry)
+}
+
+/// Open a file entry of a dataset for reading (a workspace's untouched base file).
+pub(crate) fn open_entry(shared: &Shared, dataset: Arc<DatasetInfo>, entry: Entry) -> VfsResult<u64> {
+    Ok(shared.files.insert(entry_file(shared, dataset, entry)?))
+}
+
+/// Write the whole verified content of a file entry to `out`, chunk by chunk (copy-up).
+pub(crate) fn copy_entry(
+    shared: &Shared,
+    dataset: Arc<DatasetInfo>,
+    entry: Entry,
+    out: &mut dyn std::io::Write,
+) -> VfsResult<()> {
+    let file = entry_file(shared, dataset, entry)?;
+    for i in 0..file.chunks.len() {
+        let chunk = file.chunk(shared, i)?;
+        out.write_all(&chunk)
+            .map_err(|e| VfsError::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    }
+    Ok(())
+}
+
+fn entry_file(shared: &Shared, dataset: Arc<DatasetInfo>, entry: Entry) -> VfsResult<OpenFile> {
     match entry.kind {
         EntryKind::File => {}
         EntryKind::Dir => return Err(VfsError::IsADirectory),

@@ -1,14 +1,15 @@
-//! A FUSE-agnostic, read-only view of a vault (or of one dataset) as a file tree.
+//! A FUSE-agnostic view of a vault (or of one dataset) as a file tree.
 //!
 //! Owns: the inode scheme, resolving inodes to catalog rows, folder listings with stable
 //! offsets, file reads that serve only verified bytes (with a bounded chunk cache and
 //! readahead), extended attributes and `statfs` figures. The `dsvault-fuse` crate turns these
-//! answers into FUSE replies through a small trait that the CLI implements over [`Vfs`].
-//! Never: writes anything. Every method is a read; a write-type request never reaches here.
+//! answers into FUSE replies through small traits that the CLI implements over [`Vfs`].
+//! Datasets are read-only: every write-type request for them answers
+//! [`VfsError::ReadOnly`]. Workspaces under `work/` are writable; [`work`] owns that overlay.
 //!
 //! Tree of a whole-vault view: `/gold/<name>/<version>/…`, `/derived/<name>/<version>/…`
-//! and `/work/` (empty until workspaces exist). A single-dataset view shows that dataset's
-//! tree at the root.
+//! and `/work/<workspace>/…` (listed only when [`VfsOptions::workspaces`] is set; otherwise
+//! `work/` is empty). A single-dataset view shows that dataset's tree at the root.
 //!
 //! Inodes (stable for the life of the vault: sealed rows are never renumbered):
 //!
@@ -19,6 +20,7 @@
 //! | 16 + entry id | an entry of a sealed dataset (`entries.id`) |
 //! | 2^48 + dataset id | a dataset's root folder (`<kind>/<name>/<version>/`) |
 //! | 2^49 + smallest dataset id of the name | a name folder (`<kind>/<name>/`) |
+//! | 2^50 + n | a node under `work/`, numbered in order of first lookup (see [`work`]) |
 //!
 //! Freshness: the root, kind and name folders change when a dataset is sealed, so they are
 //! marked mutable (the FUSE layer gives them a short timeout); everything inside a dataset
@@ -32,8 +34,10 @@ mod dirs;
 mod files;
 mod nodes;
 mod pool;
+pub mod work;
 
 pub use cache::ChunkCache;
+pub use work::{SetAttr, SetTime};
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -56,6 +60,11 @@ const WORK_INO: u64 = 4;
 const ENTRY_BASE: u64 = 16;
 const DATASET_BASE: u64 = 1 << 48;
 const NAME_BASE: u64 = 1 << 49;
+/// First inode of nodes under `work/`.
+const WORK_NODE_BASE: u64 = 1 << 50;
+/// Handles of the workspace overlay (open upper-layer files and folder listings) have this
+/// bit set; dataset handles are small counters.
+const OVERLAY_FH: u64 = 1 << 62;
 
 /// Extended attribute with a file's whole-content blake3 hash (hex).
 pub const XATTR_BLAKE3: &str = "user.dsvault.blake3";
@@ -79,6 +88,22 @@ pub enum VfsError {
     NoAttribute,
     #[error("unknown or closed handle")]
     BadHandle,
+    #[error("read-only")]
+    ReadOnly,
+    #[error("already exists")]
+    Exists,
+    #[error("folder not empty")]
+    NotEmpty,
+    /// A rename that would have to copy (a folder with content from a base dataset).
+    #[error("cross-device rename")]
+    CrossDevice,
+    #[error("not supported")]
+    Unsupported,
+    #[error("invalid argument")]
+    InvalidArgument,
+    /// An errno from the workspace's upper layer (ENOSPC, EACCES, ...), passed through.
+    #[error("errno {0}")]
+    Os(i32),
     /// Stored bytes do not match their hash, or a pack or chunk is missing.
     #[error("{0}")]
     Damaged(Arc<Error>),
@@ -106,6 +131,12 @@ impl From<Arc<Error>> for VfsError {
     }
 }
 
+impl From<std::io::Error> for VfsError {
+    fn from(e: std::io::Error) -> Self {
+        VfsError::Os(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
 /// Result of view operations.
 pub type VfsResult<T> = std::result::Result<T, VfsError>;
 
@@ -127,8 +158,10 @@ pub struct Attr {
     pub perm: u16,
     pub mtime: SystemTime,
     /// False for the folders that change when a dataset is sealed (root, kind and name
-    /// folders); true for everything inside a dataset.
+    /// folders) and for everything under `work/`; true for everything inside a dataset.
     pub immutable: bool,
+    /// Owner (uid, gid) of upper-layer files; `None`: the user who mounted.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// One folder entry of a listing. `offset` is where the next listing resumes.
@@ -145,6 +178,8 @@ pub struct DirEntry {
 pub struct StatFs {
     pub bytes: u64,
     pub files: u64,
+    /// Free bytes where workspaces are written (0 without workspaces).
+    pub free_bytes: u64,
 }
 
 /// What a view shows.
@@ -165,6 +200,8 @@ pub struct VfsOptions {
     pub prefetch_threads: usize,
     /// How far ahead of a sequential reader chunks are fetched.
     pub readahead_bytes: u64,
+    /// Show the vault's workspaces, writable, under `work/` (whole-vault views only).
+    pub workspaces: bool,
 }
 
 impl Default for VfsOptions {
@@ -173,6 +210,7 @@ impl Default for VfsOptions {
             cache_bytes: 16 << 20,
             prefetch_threads: 2,
             readahead_bytes: 4 << 20,
+            workspaces: false,
         }
     }
 }
@@ -210,6 +248,8 @@ pub(crate) struct Shared {
     nodes: nodes::NodeCache,
     started: SystemTime,
     options: VfsOptions,
+    /// The writable workspace overlay under `work/`.
+    work: work::Overlay,
 }
 
 /// A read-only view of a vault or of one dataset.
@@ -237,6 +277,7 @@ impl Vfs {
             nodes: nodes::NodeCache::default(),
             started: SystemTime::now(),
             options,
+            work: work::Overlay::default(),
         });
         let prefetcher = Prefetcher::start(&shared, options.prefetch_threads);
         Ok(Vfs { shared, prefetcher })
@@ -252,8 +293,21 @@ impl Vfs {
         &self.shared.vault
     }
 
+    /// Is `ino` `work/` or below it, in a view that shows workspaces?
+    fn work(&self, ino: u64) -> bool {
+        self.shared.options.workspaces && self.shared.single.is_none() && work::is_work(ino)
+    }
+
+    /// Is `ino` a node below `work/` (not `work/` itself)?
+    fn work_node(&self, ino: u64) -> bool {
+        ino != WORK_INO && self.work(ino)
+    }
+
     /// Attributes of `name` in folder `parent`.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        if self.work(parent) {
+            return self.shared.work.lookup(&self.shared, parent, name);
+        }
         let node = self.shared.node(parent)?;
         let child = self.shared.child(&node, name)?;
         self.shared.attr(&child)
@@ -261,12 +315,26 @@ impl Vfs {
 
     /// Attributes of an inode.
     pub fn getattr(&self, ino: u64) -> VfsResult<Attr> {
+        if self.work_node(ino) {
+            return self.shared.work.getattr(&self.shared, ino);
+        }
         let node = self.shared.node(ino)?;
         self.shared.attr(&node)
     }
 
+    /// Attributes of an inode asked through an open handle (`fstat`).
+    pub fn getattr_open(&self, ino: u64, fh: u64) -> VfsResult<Attr> {
+        if self.work_node(ino) {
+            return self.shared.work.getattr_open(&self.shared, ino, fh);
+        }
+        self.getattr(ino)
+    }
+
     /// A symlink's target bytes.
     pub fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
+        if self.work_node(ino) {
+            return self.shared.work.readlink(&self.shared, ino);
+        }
         match self.shared.node(ino)? {
             Node::Entry { entry, .. } if entry.kind == EntryKind::Symlink => Ok(entry.target.unwrap_or_default()),
             _ => Err(VfsError::NotASymlink),
@@ -275,6 +343,9 @@ impl Vfs {
 
     /// Open a folder for listing; returns a handle for [`Vfs::readdir`].
     pub fn opendir(&self, ino: u64) -> VfsResult<u64> {
+        if self.work(ino) {
+            return self.shared.work.opendir(&self.shared, ino);
+        }
         let node = self.shared.node(ino)?;
         if self.shared.attr(&node)?.kind != NodeKind::Dir {
             return Err(VfsError::NotADirectory);
@@ -285,38 +356,76 @@ impl Vfs {
     /// Up to `max` entries of folder `ino` after `offset` (0 = from the start). Offsets are
     /// positions in the name-sorted listing, so they stay valid however the listing is paged.
     pub fn readdir(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        if work::is_overlay_fh(fh) {
+            let page = self
+                .shared
+                .work
+                .readdir(&self.shared, ino, fh, offset, max.max(1), false)?;
+            return Ok(page.into_iter().map(|(e, _)| e).collect());
+        }
         dirs::readdir(&self.shared, ino, fh, offset, max.max(1))
     }
 
     /// Like [`Vfs::readdir`], with each entry's attributes (the attributes of `.` and `..`
-    /// are placeholders: the kernel ignores them).
+    /// are placeholders: the kernel ignores them). Under `work/` each entry but `.` and `..`
+    /// counts a kernel reference (see [`Vfs::forget`]).
     pub fn readdir_plus(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<(DirEntry, Attr)>> {
+        if work::is_overlay_fh(fh) {
+            return self
+                .shared
+                .work
+                .readdir(&self.shared, ino, fh, offset, max.max(1), true);
+        }
         dirs::readdir_plus(&self.shared, ino, fh, offset, max.max(1))
     }
 
     /// Forget a folder handle.
     pub fn releasedir(&self, fh: u64) {
+        if work::is_overlay_fh(fh) {
+            return self.shared.work.releasedir(fh);
+        }
         self.shared.dirs.close(fh);
     }
 
     /// Open a file for reading; returns a handle for [`Vfs::read`].
     pub fn open(&self, ino: u64) -> VfsResult<u64> {
+        self.open_with(ino, libc::O_RDONLY)
+    }
+
+    /// Open a file with `open(2)` flags. Dataset files open read-only only; workspace files
+    /// opened for writing are copied up first.
+    pub fn open_with(&self, ino: u64, flags: i32) -> VfsResult<u64> {
+        if self.work_node(ino) {
+            return self.shared.work.open(&self.shared, ino, flags);
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(VfsError::ReadOnly);
+        }
         files::open(&self.shared, ino)
     }
 
     /// Up to `size` verified bytes of an open file at `offset` (fewer only at the end).
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
+        if work::is_overlay_fh(fh) {
+            return self.shared.work.read(fh, offset, size);
+        }
         files::read(&self.shared, &self.prefetcher, fh, offset, size)
     }
 
     /// Up to `size` verified bytes of file `ino` at `offset`, without an open handle (for
     /// zero-message opens).
     pub fn read_ino(&self, ino: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
+        if self.work_node(ino) {
+            return Err(VfsError::BadHandle);
+        }
         files::read_ino(&self.shared, &self.prefetcher, ino, offset, size)
     }
 
     /// Close a file handle.
     pub fn release(&self, fh: u64) {
+        if work::is_overlay_fh(fh) {
+            return self.shared.work.release(fh);
+        }
         self.shared.files.close(fh);
     }
 
@@ -335,6 +444,11 @@ impl Vfs {
     }
 
     fn xattrs(&self, ino: u64) -> VfsResult<Vec<(&'static str, String)>> {
+        if self.work_node(ino) {
+            // Workspace files change: no stored hash describes them.
+            self.getattr(ino)?;
+            return Ok(Vec::new());
+        }
         let node = self.shared.node(ino)?;
         let mut out = Vec::new();
         if let Node::Entry { entry, .. } = &node {
@@ -351,7 +465,7 @@ impl Vfs {
         Ok(out)
     }
 
-    /// Logical size and file count of what is in view.
+    /// Logical size and file count of what is in view, and free space for workspaces.
     pub fn statfs(&self) -> VfsResult<StatFs> {
         let rows = match &self.shared.single {
             Some(d) => self
@@ -362,10 +476,122 @@ impl Vfs {
                 .collect(),
             None => self.shared.pool.with(|c| c.list_datasets(None, None))?,
         };
+        let free_bytes = match self.shared.options.workspaces && self.shared.single.is_none() {
+            true => free_bytes(&self.shared.vault.workspaces_dir()),
+            false => 0,
+        };
         Ok(StatFs {
             bytes: rows.iter().map(|r| r.bytes).sum(),
             files: rows.iter().map(|r| r.files + r.dirs + r.symlinks).sum(),
+            free_bytes,
         })
+    }
+
+    // ---- writing (workspaces only) -----------------------------------------------------
+
+    /// Can anything below `ino` be written?
+    pub fn writable(&self, ino: u64) -> bool {
+        self.work_node(ino)
+    }
+
+    /// Write to a file opened for writing.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        if !work::is_overlay_fh(fh) {
+            return Err(VfsError::ReadOnly);
+        }
+        self.shared.work.write(fh, offset, data)
+    }
+
+    /// Flush an open file's written data to disk.
+    pub fn fsync(&self, fh: u64, datasync: bool) -> VfsResult<()> {
+        if !work::is_overlay_fh(fh) {
+            return Ok(());
+        }
+        self.shared.work.fsync(fh, datasync)
+    }
+
+    /// `fallocate(2)` on a file opened for writing.
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> VfsResult<()> {
+        if !work::is_overlay_fh(fh) {
+            return Err(VfsError::ReadOnly);
+        }
+        self.shared.work.fallocate(fh, offset, length, mode)
+    }
+
+    /// Change attributes (size, mode, owner, times).
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, changes: &work::SetAttr) -> VfsResult<Attr> {
+        if !self.work_node(ino) {
+            return Err(VfsError::ReadOnly);
+        }
+        let fh = fh.filter(|fh| work::is_overlay_fh(*fh));
+        self.shared.work.setattr(&self.shared, ino, fh, changes)
+    }
+
+    /// Create and open file `name` in `parent`.
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32) -> VfsResult<(Attr, u64)> {
+        if !self.work(parent) {
+            return Err(VfsError::ReadOnly);
+        }
+        self.shared.work.create(&self.shared, parent, name, mode, flags)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
+        if !self.work(parent) {
+            return Err(VfsError::ReadOnly);
+        }
+        self.shared.work.mkdir(&self.shared, parent, name, mode)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &std::path::Path) -> VfsResult<Attr> {
+        if !self.work(parent) {
+            return Err(VfsError::ReadOnly);
+        }
+        self.shared.work.symlink(&self.shared, parent, name, target)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+        if !self.work(parent) {
+            return Err(VfsError::ReadOnly);
+        }
+        self.shared.work.unlink(&self.shared, parent, name)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+        if !self.work(parent) {
+            return Err(VfsError::ReadOnly);
+        }
+        self.shared.work.rmdir(&self.shared, parent, name)
+    }
+
+    pub fn rename(&self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], flags: u32) -> VfsResult<()> {
+        match (self.work(parent), self.work(new_parent)) {
+            (true, true) => self
+                .shared
+                .work
+                .rename(&self.shared, parent, name, new_parent, new_name, flags),
+            (true, false) | (false, true) => Err(VfsError::CrossDevice),
+            (false, false) => Err(VfsError::ReadOnly),
+        }
+    }
+
+    /// Hard links: not supported in workspaces (one path per upper file).
+    pub fn link(&self, _ino: u64, new_parent: u64) -> VfsResult<Attr> {
+        match self.work_node(new_parent) {
+            true => Err(VfsError::Unsupported),
+            false => Err(VfsError::ReadOnly),
+        }
+    }
+
+    /// The kernel gave back `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if self.work_node(ino) {
+            self.shared.work.forget(ino, n);
+        }
+    }
+
+    /// Nodes under `work/` that currently have a number (memory use of the overlay).
+    pub fn work_nodes(&self) -> usize {
+        self.shared.work.node_count()
     }
 
     /// Bytes of verified chunks held in memory now.
@@ -391,6 +617,22 @@ impl AsRef<[u8]> for ReadBytes {
             ReadBytes::Slice { chunk, start, end } => &chunk[*start..*end],
             ReadBytes::Owned(v) => v,
         }
+    }
+}
+
+/// Bytes available to unprivileged writers on the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: a valid path and a zeroed statvfs the call fills in.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return 0;
+        }
+        st.f_bavail as u64 * st.f_frsize as u64
     }
 }
 

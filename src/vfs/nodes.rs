@@ -241,6 +241,7 @@ impl Shared {
             perm: 0o555,
             mtime,
             immutable,
+            owner: None,
         };
         Ok(match node {
             Node::VaultRoot | Node::KindDir(_) | Node::Work | Node::NameDir { .. } => dir(self.started, false),
@@ -269,5 +270,6 @@ pub(crate) fn entry_attr(entry: &Entry) -> Attr {
         perm,
         mtime: ns_to_time(entry.mtime_ns),
         immutable: true,
+        owner: None,
     }
 }

@@ -1,0 +1,404 @@
+//! `run`: run a command in a workspace, mounted writable, and record it.
+//!
+//! Owns: creating the workspace when asked (`--base`), mounting the vault at a private
+//! temporary folder, starting the command with `DSVAULT_WORKSPACE` (the workspace's
+//! writable folder) and `DSVAULT_INPUTS` (the base datasets' folders, `:`-separated, lowest
+//! base first), forwarding SIGINT/SIGTERM/SIGHUP to it, unmounting whatever happens,
+//! recording the run in the catalog (`runs` table), and deriving when `--derive` was given
+//! and the command exited 0. `dsvault run` exits with the command's status (128 + signal
+//! when a signal ended it), or 1 when the run could not be set up or the derive failed.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use dsvault::catalog::RunRow;
+use dsvault::ops::derive::{self, DeriveOptions, DeriveReport, RunRecord};
+use dsvault::vfs::{Scope, Vfs, VfsOptions};
+use dsvault::workspace::Workspace;
+use dsvault::{DatasetRef, Vault};
+use dsvault_fuse::{Mount, MountOptions, Unmounter};
+
+use super::mount::{check_mountpoint, default_threads, limit_malloc_arenas, mount_error};
+use super::output::json_line;
+use super::progress::Bar;
+use super::view::VfsView;
+use super::Globals;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The workspace to run in (created when it does not exist).
+    #[arg(long, value_parser = super::workspace::workspace_name)]
+    workspace: String,
+    /// A base dataset of a new workspace, lowest first (repeatable). For an existing
+    /// workspace, when given, they must be its bases.
+    #[arg(long = "base", value_name = "DATASET")]
+    bases: Vec<DatasetRef>,
+    /// Seal the workspace as derived/NAME@VERSION when the command exits 0.
+    #[arg(long, value_name = "NAME@VERSION", value_parser = derive_target)]
+    derive: Option<(String, String)>,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// `NAME@VERSION`, checked at parse time (a bad one is a usage error, exit 2).
+fn derive_target(s: &str) -> std::result::Result<(String, String), String> {
+    let (name, version) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected NAME@VERSION"))?;
+    let name = super::ingest::dataset_name(name).map_err(|e| e.to_string())?;
+    let version = super::ingest::dataset_version(version).map_err(|e| e.to_string())?;
+    Ok((name, version))
+}
+
+/// What `run --json` prints.
+#[derive(Serialize)]
+struct RunReport {
+    workspace: String,
+    command: Vec<String>,
+    exit_status: i32,
+    started_at: i64,
+    ended_at: i64,
+    seconds: f64,
+    workspace_path: PathBuf,
+    inputs: Vec<PathBuf>,
+    derived: Option<DeriveReport>,
+}
+
+pub fn run(g: &Globals, a: RunArgs) -> Result<i32> {
+    let vault = g.open_vault()?;
+    let ws = open_or_create(&vault, &a.workspace, &a.bases)?;
+    let mp = private_mountpoint()?;
+    let signals = Signals::block();
+    limit_malloc_arenas();
+    let served = serve(vault, &mp)?;
+    let workspace_path = mp.join("work").join(&ws.name);
+    let inputs: Vec<PathBuf> = ws
+        .bases
+        .iter()
+        .map(|b| mp.join(b.name.kind.as_str()).join(&b.name.name).join(&b.name.version))
+        .collect();
+    let started = Instant::now();
+    let started_at = now_secs();
+    let status = run_command(&a.command, &workspace_path, &inputs, &signals);
+    let ended_at = now_secs();
+    let seconds = started.elapsed().as_secs_f64();
+    served.stop();
+    let _ = std::fs::remove_dir(&mp);
+    // Unmounted: from now on a signal simply ends dsvault.
+    signals.child_done();
+    let exit_status = exit_code(status.with_context(|| format!("starting {:?}", a.command[0]))?);
+    let vault = g.open_vault()?;
+    let command: Vec<String> = a.command.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+    let run_id = record(&vault, &ws.name, &command, started_at, ended_at, seconds, exit_status)?;
+    let derived = match &a.derive {
+        Some((name, version)) if exit_status == 0 => {
+            let record = RunRecord {
+                started_at,
+                ended_at,
+                exit_status,
+            };
+            let r = derive_after(g, &vault, &ws.name, name, version, &command, record)?;
+            vault.catalog()?.set_run_derived(run_id, &r.dataset)?;
+            Some(r)
+        }
+        _ => None,
+    };
+    let report = RunReport {
+        workspace: ws.name.clone(),
+        command,
+        exit_status,
+        started_at,
+        ended_at,
+        seconds,
+        workspace_path,
+        inputs,
+        derived,
+    };
+    print_report(g, &report, a.derive.is_some())?;
+    Ok(exit_status)
+}
+
+/// The workspace, created over `bases` when it does not exist. An existing workspace must
+/// have exactly the bases given, if any are.
+fn open_or_create(vault: &Vault, name: &str, bases: &[DatasetRef]) -> Result<Workspace> {
+    match Workspace::open(vault, name) {
+        Ok(ws) => {
+            if !bases.is_empty() {
+                let catalog = vault.catalog()?;
+                let wanted = bases
+                    .iter()
+                    .map(|b| catalog.resolve(b).map(|d| d.id))
+                    .collect::<dsvault::Result<Vec<_>>>()?;
+                let have: Vec<i64> = ws.bases.iter().map(|b| b.id).collect();
+                if wanted != have {
+                    let names: Vec<String> = ws.bases.iter().map(|b| b.name.to_string()).collect();
+                    bail!(
+                        "workspace {name} already exists with bases [{}]; omit --base to use it, or pick a new --workspace",
+                        names.join(", ")
+                    );
+                }
+            }
+            Ok(ws)
+        }
+        Err(dsvault::Error::WorkspaceNotFound(_)) => {
+            Ok(Workspace::create(vault, name, bases).with_context(|| format!("creating workspace {name}"))?)
+        }
+        Err(e) => Err(e).with_context(|| format!("opening workspace {name}")),
+    }
+}
+
+/// A new empty folder only this run uses as its mount point.
+fn private_mountpoint() -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0..1000 {
+        let mp = base.join(format!("dsvault-run-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&mp) {
+            Ok(()) => {
+                check_mountpoint(&mp)?;
+                return Ok(mp);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating mount point {}", mp.display())),
+        }
+    }
+    bail!("no free mount point name under {}", base.display())
+}
+
+/// A mount being served on a background thread.
+struct Served {
+    unmounter: Unmounter,
+    done: crossbeam_channel::Receiver<()>,
+    mountpoint: PathBuf,
+}
+
+impl Served {
+    /// Unmount (lazily if something still uses it) and wait a little for serving to end.
+    fn stop(mut self) {
+        if let Err(e) = self.unmounter.unmount() {
+            eprintln!("dsvault: unmounting {}: {e}", self.mountpoint.display());
+        }
+        let _ = self.done.recv_timeout(Duration::from_secs(5));
+    }
+}
+
+/// Mount the vault (workspaces writable) at `mp` and serve it on a thread.
+fn serve(vault: Vault, mp: &Path) -> Result<Served> {
+    let options = VfsOptions {
+        workspaces: true,
+        ..VfsOptions::default()
+    };
+    let view = Vfs::new(vault, &Scope::Vault, options).context("opening the view")?;
+    let mount_options = MountOptions {
+        read_only: false,
+        threads: default_threads(),
+        fsname: "dsvault-run".into(),
+        ..MountOptions::default()
+    };
+    let mut mount = Mount::new(VfsView(view), mp, &mount_options).map_err(|e| {
+        let _ = std::fs::remove_dir(mp);
+        mount_error(e, mp)
+    })?;
+    let unmounter = mount.unmounter();
+    let (tx, done) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        if let Err(e) = mount.run() {
+            tracing::warn!("serving the run's mount: {e}");
+        }
+        let _ = tx.send(());
+    });
+    Ok(Served {
+        unmounter,
+        done,
+        mountpoint: mp.to_path_buf(),
+    })
+}
+
+/// Start the command with the workspace's environment and wait for it.
+fn run_command(
+    command: &[OsString],
+    workspace: &Path,
+    inputs: &[PathBuf],
+    signals: &Signals,
+) -> std::io::Result<ExitStatus> {
+    let joined = inputs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .env("DSVAULT_WORKSPACE", workspace)
+        .env("DSVAULT_INPUTS", joined);
+    let unblock = signals.set;
+    // SAFETY: between fork and exec only async-signal-safe calls: unblock the signals this
+    // process blocked, so the command gets its default handling.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &unblock, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    signals.forward_to(child.id() as i32);
+    child.wait()
+}
+
+/// The exit status as a shell shows it: the code, or 128 + the signal.
+fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn record(
+    vault: &Vault,
+    workspace: &str,
+    command: &[String],
+    started_at: i64,
+    ended_at: i64,
+    seconds: f64,
+    exit_status: i32,
+) -> Result<i64> {
+    let row = RunRow {
+        id: 0,
+        workspace: workspace.to_string(),
+        command: serde_json::to_string(command)?,
+        started_at,
+        ended_at,
+        duration_ms: (seconds * 1000.0) as i64,
+        exit_status,
+        derived: None,
+    };
+    vault.catalog()?.insert_run(&row).context("recording the run")
+}
+
+fn derive_after(
+    g: &Globals,
+    vault: &Vault,
+    workspace: &str,
+    name: &str,
+    version: &str,
+    command: &[String],
+    run: RunRecord,
+) -> Result<DeriveReport> {
+    let mut opts = DeriveOptions::new(workspace, name, version)?;
+    opts.command = Some(shell_words(command));
+    opts.run = Some(run);
+    let bar = Bar::new(g, "derive");
+    derive::derive(vault, &opts, &bar)
+        .with_context(|| format!("the command succeeded, but deriving derived/{name}@{version} failed"))
+}
+
+/// The command as one line a shell would run (arguments quoted when needed).
+fn shell_words(command: &[String]) -> String {
+    let quote = |a: &String| {
+        let plain = !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+        if plain {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    command.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+fn print_report(g: &Globals, r: &RunReport, derive_asked: bool) -> Result<()> {
+    if g.json {
+        return json_line(r);
+    }
+    if g.quiet {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "run in workspace {}: `{}` exited {} after {:.1} s (recorded)",
+        r.workspace,
+        shell_words(&r.command),
+        r.exit_status,
+        r.seconds
+    )?;
+    match &r.derived {
+        Some(d) => writeln!(
+            out,
+            "derived {}  root {}  ({} files, {} new in the store)",
+            d.dataset,
+            d.root,
+            d.files,
+            super::output::bytes(d.stored_bytes)
+        )?,
+        None if derive_asked => writeln!(out, "nothing derived: the command failed")?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// SIGINT, SIGTERM and SIGHUP: blocked in every thread of dsvault, forwarded to the
+/// command while it runs (the command unblocks them before it starts). After the command
+/// has exited (during the derive), a signal ends dsvault with 128 + the signal.
+struct Signals {
+    set: libc::sigset_t,
+    child: Arc<AtomicI32>,
+    done: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn block() -> Signals {
+        // SAFETY: plain signal-mask manipulation on a zeroed, initialised set.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            set
+        };
+        let signals = Signals {
+            set,
+            child: Arc::new(AtomicI32::new(0)),
+            done: Arc::new(AtomicBool::new(false)),
+        };
+        let (child, done) = (signals.child.clone(), signals.done.clone());
+        std::thread::spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: the set is initialised and its signals are blocked in every thread.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            let pid = child.load(Ordering::SeqCst);
+            if done.load(Ordering::SeqCst) {
+                let _ = std::io::stdout().flush();
+                std::process::exit(128 + sig);
+            }
+            if pid > 0 {
+                // SAFETY: sending a signal to our own child process.
+                unsafe { libc::kill(pid, sig) };
+            }
+        });
+        signals
+    }
+
+    fn forward_to(&self, pid: i32) {
+        self.child.store(pid, Ordering::SeqCst);
+    }
+
+    fn child_done(&self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+}

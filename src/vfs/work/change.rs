@@ -1,0 +1,209 @@
+//! Changes to a workspace's tree through the overlay: create, mkdir, symlink, unlink,
+//! rmdir, rename and attribute changes. Each runs under the workspace's lock, checks the
+//! merged view the way a local file system would (EEXIST, ENOENT, ENOTDIR, EISDIR,
+//! ENOTEMPTY), changes the upper layer, then records whiteouts for base entries that must
+//! stay hidden, and finally updates the inode table.
+
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::layers::{Found, Ws};
+use super::{meta_attr, upper, Overlay, SetAttr};
+use crate::catalog::entries::{join_path, split_path};
+use crate::vfs::{Attr, Shared, VfsError, VfsResult, WORK_INO};
+
+/// `renameat2` flags.
+const RENAME_NOREPLACE: u32 = 1;
+const RENAME_EXCHANGE: u32 = 2;
+
+impl Overlay {
+    /// The workspace and path of `name` in folder `parent` (not `work/` itself: workspaces
+    /// are created with `dsvault workspace new`, never through the mount).
+    fn child_path(&self, parent: u64, name: &[u8]) -> VfsResult<(Arc<Ws>, Vec<u8>)> {
+        if parent == WORK_INO {
+            return Err(VfsError::ReadOnly);
+        }
+        if name.contains(&b'/') || name.is_empty() {
+            return Err(VfsError::InvalidArgument);
+        }
+        let (ws, dir) = self.path(parent)?;
+        Ok((ws.clone(), join_path(&dir, name)))
+    }
+
+    /// Create and open a new file.
+    pub fn create(&self, shared: &Shared, parent: u64, name: &[u8], mode: u32, flags: i32) -> VfsResult<(Attr, u64)> {
+        let (ws, path) = self.child_path(parent, name)?;
+        let _guard = ws.lock.lock().expect("workspace lock");
+        if ws.resolve(shared, &path)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        upper::ensure_dir(shared, &ws, split_path(&path).0)?;
+        let acc = flags & libc::O_ACCMODE;
+        let file = fs::OpenOptions::new()
+            .read(acc != libc::O_WRONLY)
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o7777)
+            .open(ws.upper_path(&path))?;
+        // The mode again: open() applied this process's umask (the kernel applied the
+        // caller's already).
+        file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+        let meta = file.metadata()?;
+        let ino = self.counted_ino(parent, name, &ws);
+        let fh = self.handles.add_file(file);
+        Ok((meta_attr(ino, &meta), fh))
+    }
+
+    pub fn mkdir(&self, shared: &Shared, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
+        let (ws, path) = self.child_path(parent, name)?;
+        let _guard = ws.lock.lock().expect("workspace lock");
+        if ws.resolve(shared, &path)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        upper::ensure_dir(shared, &ws, split_path(&path).0)?;
+        let target = ws.upper_path(&path);
+        fs::create_dir(&target)?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))?;
+        // A base folder deleted before (whited out) stays hidden: the new folder is opaque.
+        self.entry_attr(parent, name, &ws, &target)
+    }
+
+    pub fn symlink(&self, shared: &Shared, parent: u64, name: &[u8], target: &Path) -> VfsResult<Attr> {
+        let (ws, path) = self.child_path(parent, name)?;
+        let _guard = ws.lock.lock().expect("workspace lock");
+        if ws.resolve(shared, &path)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        upper::ensure_dir(shared, &ws, split_path(&path).0)?;
+        let link = ws.upper_path(&path);
+        std::os::unix::fs::symlink(target, &link)?;
+        self.entry_attr(parent, name, &ws, &link)
+    }
+
+    fn entry_attr(&self, parent: u64, name: &[u8], ws: &Arc<Ws>, upper: &Path) -> VfsResult<Attr> {
+        let meta = fs::symlink_metadata(upper)?;
+        Ok(meta_attr(self.counted_ino(parent, name, ws), &meta))
+    }
+
+    pub fn unlink(&self, shared: &Shared, parent: u64, name: &[u8]) -> VfsResult<()> {
+        let (ws, path) = self.child_path(parent, name)?;
+        let _guard = ws.lock.lock().expect("workspace lock");
+        match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
+            f if f.is_dir() => return Err(VfsError::IsADirectory),
+            Found::Upper(_) => fs::remove_file(ws.upper_path(&path))?,
+            Found::Base { .. } => {}
+        }
+        self.hide_base(shared, &ws, &path)?;
+        self.nodes.lock().expect("nodes lock").detach(parent, name);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, shared: &Shared, parent: u64, name: &[u8]) -> VfsResult<()> {
+        let (ws, path) = self.child_path(parent, name)?;
+        let _guard = ws.lock.lock().expect("workspace lock");
+        let found = ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)?;
+        if !found.is_dir() {
+            return Err(VfsError::NotADirectory);
+        }
+        if !ws.is_empty_dir(shared, &path)? {
+            return Err(VfsError::NotEmpty);
+        }
+        if let Found::Upper(_) = found {
+            fs::remove_dir(ws.upper_path(&path))?;
+        }
+        self.hide_base(shared, &ws, &path)?;
+        self.nodes.lock().expect("nodes lock").detach(parent, name);
+        Ok(())
+    }
+
+    /// Whiteout `path` if a base would show something there.
+    fn hide_base(&self, shared: &Shared, ws: &Ws, path: &[u8]) -> VfsResult<()> {
+        if ws.base_visible(shared, path)?.is_some() {
+            ws.add_whiteout(shared, path)?;
+        }
+        Ok(())
+    }
+
+    /// Rename `name` in `parent` to `new_name` in `new_parent`, replacing a file there or an
+    /// empty folder. A folder with content from a base answers EXDEV.
+    pub fn rename(
+        &self,
+        shared: &Shared,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+    ) -> VfsResult<()> {
+        if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+            return Err(VfsError::InvalidArgument);
+        }
+        let (ws, from) = self.child_path(parent, name)?;
+        let (ws2, to) = self.child_path(new_parent, new_name)?;
+        if !Arc::ptr_eq(&ws, &ws2) {
+            return Err(VfsError::CrossDevice);
+        }
+        let _guard = ws.lock.lock().expect("workspace lock");
+        let src = ws.resolve(shared, &from)?.ok_or(VfsError::NotFound)?;
+        if from == to {
+            return Ok(());
+        }
+        if to.starts_with(&from) && to.get(from.len()) == Some(&b'/') {
+            return Err(VfsError::InvalidArgument);
+        }
+        self.check_rename_target(shared, &ws, &src, &to, flags)?;
+        if src.is_dir() && ws.base_visible(shared, &from)?.is_some() {
+            return Err(VfsError::CrossDevice);
+        }
+        upper::copy_up(shared, &ws, &from, true)?;
+        upper::ensure_dir(shared, &ws, split_path(&to).0)?;
+        fs::rename(ws.upper_path(&from), ws.upper_path(&to))?;
+        // The base's entry at the destination must not show through (nor, for a folder,
+        // its children), and the source's base entry must not come back.
+        self.hide_base(shared, &ws, &to)?;
+        self.hide_base(shared, &ws, &from)?;
+        self.nodes
+            .lock()
+            .expect("nodes lock")
+            .rename(parent, name, new_parent, new_name);
+        Ok(())
+    }
+
+    /// What `rename(2)` checks about the destination.
+    fn check_rename_target(&self, shared: &Shared, ws: &Ws, src: &Found, to: &[u8], flags: u32) -> VfsResult<()> {
+        let Some(dst) = ws.resolve(shared, to)? else {
+            return Ok(());
+        };
+        if flags & RENAME_NOREPLACE != 0 {
+            return Err(VfsError::Exists);
+        }
+        match (src.is_dir(), dst.is_dir()) {
+            (true, false) => Err(VfsError::NotADirectory),
+            (false, true) => Err(VfsError::IsADirectory),
+            (true, true) if !ws.is_empty_dir(shared, to)? => Err(VfsError::NotEmpty),
+            _ => Ok(()),
+        }
+    }
+
+    /// chmod, chown, truncate, utimes: copy up, then apply to the upper entry.
+    pub fn setattr(&self, shared: &Shared, ino: u64, fh: Option<u64>, changes: &SetAttr) -> VfsResult<Attr> {
+        let file = fh.and_then(|fh| self.handles.file(fh));
+        if let (Some(f), true) = (&file, self.nodes.lock().expect("nodes lock").path(ino).is_none()) {
+            // Deleted while open: change the open file only.
+            upper::apply_open(f, changes)?;
+            return Ok(meta_attr(ino, &f.metadata()?));
+        }
+        let (ws, path) = self.path(ino)?;
+        let _guard = ws.lock.lock().expect("workspace lock");
+        if !path.is_empty() {
+            // Truncating to zero needs none of the old bytes.
+            let content = changes.size != Some(0);
+            upper::copy_up(shared, &ws, &path, content)?;
+        }
+        let target = ws.upper_path(&path);
+        upper::apply(&target, file.as_deref(), changes)?;
+        Ok(meta_attr(ino, &fs::symlink_metadata(&target)?))
+    }
+}

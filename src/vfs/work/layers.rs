@@ -1,0 +1,213 @@
+//! A workspace as the overlay sees it: its upper folder, its bases and whiteouts, and the
+//! merged-view rules, which are exactly those `derive` seals (see [`crate::workspace`] and
+//! [`crate::ops::derive`]):
+//!
+//! 1. bases in order; on the same path a later base wins, and a non-folder in a later base
+//!    hides everything an earlier base has below that path;
+//! 2. the upper layer wins over every base on the same path (a folder merges with base
+//!    folders, a file or symlink replaces them);
+//! 3. a whiteout of P hides the bases' entry at P and everything below it, never the upper
+//!    layer (a folder re-created after a delete is opaque).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::catalog::entries::{join_path, split_path};
+use crate::catalog::{Entry, EntryKind};
+use crate::vfs::{DatasetInfo, Shared, VfsResult};
+
+/// Base entries listed per catalog query.
+const PAGE: usize = 4096;
+
+/// One live workspace.
+pub(crate) struct Ws {
+    pub id: i64,
+    /// The upper layer.
+    pub upper: PathBuf,
+    /// Where copy-ups are assembled before they are renamed into place (same file system).
+    pub scratch: PathBuf,
+    /// Base datasets, lowest first.
+    pub bases: Vec<Arc<DatasetInfo>>,
+    whiteouts: RwLock<BTreeSet<Vec<u8>>>,
+    /// Held by every change of the workspace's tree (create, copy-up, rename, delete).
+    pub lock: Mutex<()>,
+}
+
+/// What a path of the merged view is.
+pub(crate) enum Found {
+    /// In the upper layer (a folder here may merge with base folders).
+    Upper(fs::Metadata),
+    /// Untouched, from base number `layer`.
+    Base { layer: usize, entry: Entry },
+}
+
+impl Found {
+    pub fn is_dir(&self) -> bool {
+        match self {
+            Found::Upper(m) => m.is_dir(),
+            Found::Base { entry, .. } => entry.kind == EntryKind::Dir,
+        }
+    }
+}
+
+impl Ws {
+    pub fn new(id: i64, upper: PathBuf, scratch: PathBuf, bases: Vec<Arc<DatasetInfo>>, whiteouts: Vec<Vec<u8>>) -> Ws {
+        Ws {
+            id,
+            upper,
+            scratch,
+            bases,
+            whiteouts: RwLock::new(whiteouts.into_iter().collect()),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The upper-layer path of a workspace path.
+    pub fn upper_path(&self, path: &[u8]) -> PathBuf {
+        if path.is_empty() {
+            return self.upper.clone();
+        }
+        self.upper.join(std::ffi::OsStr::from_bytes(path))
+    }
+
+    /// What `path` is in the merged view, if anything.
+    pub fn resolve(&self, shared: &Shared, path: &[u8]) -> VfsResult<Option<Found>> {
+        match fs::symlink_metadata(self.upper_path(path)) {
+            Ok(m) => Ok(Some(Found::Upper(m))),
+            // A non-folder in the upper layer above `path` hides the bases below it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(self
+                .base_visible(shared, path)?
+                .map(|(layer, entry)| Found::Base { layer, entry })),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The base entry at `path` that the merged view would show without the upper layer.
+    pub fn base_visible(&self, shared: &Shared, path: &[u8]) -> VfsResult<Option<(usize, Entry)>> {
+        if path.is_empty() || self.whited_out(path) {
+            return Ok(None);
+        }
+        for (layer, base) in self.bases.iter().enumerate().rev() {
+            if let Some(entry) = shared.pool.with(|c| c.entry_at(base.id, path))? {
+                if self.hidden_by_later_base(shared, layer, split_path(path).0)? {
+                    return Ok(None);
+                }
+                return Ok(Some((layer, entry)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Does a base above `layer` have a non-folder at `dir` or one of its ancestors?
+    fn hidden_by_later_base(&self, shared: &Shared, layer: usize, dir: &[u8]) -> VfsResult<bool> {
+        let later = &self.bases[layer + 1..];
+        if later.is_empty() {
+            return Ok(false);
+        }
+        let mut at = dir;
+        while !at.is_empty() {
+            for b in later {
+                if matches!(shared.pool.with(|c| c.entry_at(b.id, at))?, Some(e) if e.kind != EntryKind::Dir) {
+                    return Ok(true);
+                }
+            }
+            at = split_path(at).0;
+        }
+        Ok(false)
+    }
+
+    /// Is `path` or one of its ancestors whited out?
+    pub fn whited_out(&self, path: &[u8]) -> bool {
+        let set = self.whiteouts.read().expect("whiteouts lock");
+        if set.is_empty() {
+            return false;
+        }
+        let mut at = path;
+        while !at.is_empty() {
+            if set.contains(at) {
+                return true;
+            }
+            at = split_path(at).0;
+        }
+        false
+    }
+
+    /// Hide the bases' entry at `path` (and below): in the catalog first, then here.
+    pub fn add_whiteout(&self, shared: &Shared, path: &[u8]) -> VfsResult<()> {
+        shared.pool.with(|c| c.add_whiteout(self.id, path))?;
+        self.whiteouts.write().expect("whiteouts lock").insert(path.to_vec());
+        Ok(())
+    }
+
+    /// The children of folder `dir` in the merged view, by name.
+    pub fn children(&self, shared: &Shared, dir: &[u8]) -> VfsResult<BTreeMap<Vec<u8>, Found>> {
+        let mut out = BTreeMap::new();
+        if !self.whited_out(dir) {
+            for layer in 0..self.bases.len() {
+                self.base_children(shared, layer, dir, &mut out)?;
+            }
+        }
+        match fs::read_dir(self.upper_path(dir)) {
+            Ok(items) => {
+                for item in items {
+                    let item = item?;
+                    let meta = match item.metadata() {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    out.insert(item.file_name().as_bytes().to_vec(), Found::Upper(meta));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(out)
+    }
+
+    /// Add the visible children of `dir` in base `layer` to `out` (replacing earlier bases').
+    fn base_children(
+        &self,
+        shared: &Shared,
+        layer: usize,
+        dir: &[u8],
+        out: &mut BTreeMap<Vec<u8>, Found>,
+    ) -> VfsResult<()> {
+        let base = &self.bases[layer];
+        if !dir.is_empty() {
+            let is_dir = matches!(shared.pool.with(|c| c.entry_at(base.id, dir))?, Some(e) if e.kind == EntryKind::Dir);
+            if !is_dir || self.hidden_by_later_base(shared, layer, dir)? {
+                return Ok(());
+            }
+        }
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = shared.pool.with(|c| c.children(base.id, dir, after.as_deref(), PAGE))?;
+            let done = page.len() < PAGE;
+            after = page.last().map(|e| e.name.clone());
+            for entry in page {
+                let hidden = self
+                    .whiteouts
+                    .read()
+                    .expect("whiteouts lock")
+                    .contains(&join_path(dir, &entry.name));
+                if !hidden {
+                    out.insert(entry.name.clone(), Found::Base { layer, entry });
+                }
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Is `dir` an empty folder in the merged view?
+    pub fn is_empty_dir(&self, shared: &Shared, dir: &[u8]) -> VfsResult<bool> {
+        Ok(self.children(shared, dir)?.is_empty())
+    }
+}
