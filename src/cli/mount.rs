@@ -39,6 +39,9 @@ pub struct MountArgs {
     /// Threads serving FUSE requests (default: the number of CPUs, 2 to 8).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
+    cache_size: Option<u64>,
 }
 
 pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
@@ -51,6 +54,7 @@ pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
     let signals = StopSignals::block();
     limit_malloc_arenas();
     let vault = g.open_vault()?;
+    super::remote::apply_cache_size(&vault, a.cache_size);
     let scope = dataset.map_or(Scope::Vault, Scope::Dataset);
     let options = VfsOptions {
         cache_bytes: a.cache_mib << 20,
