@@ -94,7 +94,7 @@ impl Default for RemoteConfig {
             multipart_threshold: 16 << 20,
             part_size: 8 << 20,
             verify_read_back_percent: 10,
-            cache_block_size: 1 << 20,
+            cache_block_size: 256 << 10,
             request_timeout_secs: 30,
             retry_timeout_secs: 60,
             max_retries: 5,
