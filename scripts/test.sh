@@ -19,5 +19,18 @@ if ((${#need_apt[@]})); then
     fi
 fi
 
+# The remote-store tests (tests/remote.rs) run moto's S3-compatible server from PyPI, in a
+# venv of its own; tests/common/s3.rs fails loudly if it is missing.
+if [[ ! -x .venv-moto/bin/moto_server ]]; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+        if [[ $(id -u) == 0 ]]; then
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+        fi
+    fi
+    rm -rf .venv-moto
+    python3 -m venv .venv-moto
+    .venv-moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
+fi
+
 cargo build --workspace --all-targets
 cargo test --workspace

@@ -23,6 +23,10 @@ pub struct VaultConfig {
     pub chunking: ChunkingConfig,
     pub compression: CompressionConfig,
     pub packs: PackConfig,
+    /// How a remote (object store) store is used; ignored for `file://` stores. Absent in
+    /// vaults made before remote stores existed, hence the default.
+    #[serde(default)]
+    pub remote: RemoteConfig,
 }
 
 /// FastCDC parameters; part of the on-disk format.
@@ -60,6 +64,44 @@ pub struct PackConfig {
     pub target_size: u64,
 }
 
+/// Tunables of a remote store (never credentials: those come from the environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RemoteConfig {
+    /// Packs uploading at once while chunking goes on.
+    pub uploads_in_flight: usize,
+    /// Packs larger than this are uploaded in parts (multipart upload).
+    pub multipart_threshold: u64,
+    /// Size of one part of a multipart upload (S3 needs at least 5 MiB).
+    pub part_size: u64,
+    /// Percentage of uploaded packs read back in full and re-hashed before the dataset is
+    /// sealed (every upload's size is checked regardless); 100 checks all.
+    pub verify_read_back_percent: u32,
+    /// Remote reads fetch and cache whole blocks of this many bytes.
+    pub cache_block_size: u64,
+    /// One HTTP request may take this long.
+    pub request_timeout_secs: u64,
+    /// Retries of a failing request (with exponential backoff) stop after this many seconds
+    /// or `max_retries`, whichever comes first; then the operation fails.
+    pub retry_timeout_secs: u64,
+    pub max_retries: usize,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            uploads_in_flight: 4,
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+            verify_read_back_percent: 10,
+            cache_block_size: 256 << 10,
+            request_timeout_secs: 30,
+            retry_timeout_secs: 60,
+            max_retries: 5,
+        }
+    }
+}
+
 impl Default for ChunkingConfig {
     /// 512 KiB average: an edit costs a chunk or two (v2 of the bench data stores 0.93x the
     /// ideal new bytes) while a terabyte needs ~2M chunk rows. See docs/FORMAT.md.
@@ -87,6 +129,7 @@ impl Default for VaultConfig {
             packs: PackConfig {
                 target_size: 32 * 1024 * 1024,
             },
+            remote: RemoteConfig::default(),
         }
     }
 }
@@ -107,6 +150,7 @@ impl VaultConfig {
         config
             .chunking
             .validate()
+            .and_then(|_| config.remote.validate())
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         Ok(config)
     }
@@ -133,6 +177,28 @@ impl ChunkingConfig {
         }
         if min % 2 != 0 || avg % 2 != 0 || max % 2 != 0 || !(min < avg && avg < max) {
             return Err("chunk sizes must be even and min < avg < max".into());
+        }
+        Ok(())
+    }
+}
+
+impl RemoteConfig {
+    /// Check the values make sense.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.uploads_in_flight == 0 || self.uploads_in_flight > 64 {
+            return Err("remote.uploads_in_flight must be 1 to 64".into());
+        }
+        if self.part_size < 5 << 20 || self.multipart_threshold < self.part_size {
+            return Err("remote.part_size must be at least 5 MiB and at most remote.multipart_threshold".into());
+        }
+        if self.verify_read_back_percent > 100 {
+            return Err("remote.verify_read_back_percent must be 0 to 100".into());
+        }
+        if !(4096..=64 << 20).contains(&self.cache_block_size) {
+            return Err("remote.cache_block_size must be 4 KiB to 64 MiB".into());
+        }
+        if self.request_timeout_secs == 0 || self.retry_timeout_secs == 0 {
+            return Err("remote timeouts must be at least one second".into());
         }
         Ok(())
     }

@@ -113,6 +113,19 @@ pub enum Error {
     MissingContent(crate::id::ContentId),
     #[error("{0} is running in this vault; try again when it has finished")]
     Busy(&'static str),
+    /// A request to a remote store failed (after its retries) or timed out. `location` is
+    /// the store URL and key, never a credential.
+    #[error("{action} {location}: {detail}")]
+    Remote {
+        action: &'static str,
+        location: String,
+        detail: String,
+    },
+    /// An upload the store accepted does not read back as what was sent.
+    #[error("uploaded {location}, but the store {detail}; nothing was sealed (run the command again; if it keeps failing, the store is losing data)")]
+    UploadCheck { location: String, detail: String },
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Error {

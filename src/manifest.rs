@@ -148,7 +148,13 @@ impl ManifestEntry {
         bytes_of(&self.path, &self.path_hex)
     }
 
-    fn kind(&self) -> Result<EntryKind> {
+    /// The symlink target's bytes, for symlinks.
+    pub fn target_bytes(&self) -> Option<Vec<u8>> {
+        bytes_of(&self.target, &self.target_hex).ok()
+    }
+
+    /// The entry's kind.
+    pub fn kind(&self) -> Result<EntryKind> {
         match self.kind.as_str() {
             "file" => Ok(EntryKind::File),
             "dir" => Ok(EntryKind::Dir),

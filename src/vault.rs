@@ -1,7 +1,7 @@
 //! A vault on disk: `vault.toml`, `catalog.db`, the store, `tmp/` and `workspaces/`.
 //!
-//! Owns: creating and opening vaults, where each part lives, and clearing what a killed
-//! process left in `tmp/`.
+//! Owns: creating and opening vaults, where each part lives (a remote store's block cache
+//! is `cache/`), and clearing what a killed process left in `tmp/`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::catalog::Catalog;
 use crate::config::VaultConfig;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Store, StoreUrl};
 
 /// An open vault.
 pub struct Vault {
@@ -27,18 +27,17 @@ impl Vault {
         }
         let mut config = VaultConfig::default();
         if let Some(url) = store_url {
-            if !url.starts_with("file://") {
-                return Err(Error::Config(format!(
-                    "store URL {url:?}: only file:// stores are supported by this version (object stores such as s3:// are planned)"
-                )));
-            }
-            config.store = url.to_string();
+            // Only the parsed, credential-free form is kept.
+            config.store = StoreUrl::parse(url)?.to_string();
         }
         for sub in ["", "tmp", "workspaces"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(Error::io_at("creating", &p))?;
         }
         let vault = Vault::assemble(dir, config.clone())?;
+        if let Some(remote) = vault.store.remote() {
+            remote.probe()?;
+        }
         Catalog::open(&vault.catalog_path())?;
         crate::store::write_durably(&config_path, config.to_toml().as_bytes(), 0o644)?;
         Ok(vault)
@@ -63,8 +62,8 @@ impl Vault {
     }
 
     fn assemble(dir: &Path, config: VaultConfig) -> Result<Vault> {
-        let store_dir = store_dir(dir, &config.store)?;
-        let store = Store::open_local(&store_dir)?;
+        let url = StoreUrl::parse(&config.store)?;
+        let store = Store::open(dir, &url, &config.remote)?;
         Ok(Vault {
             dir: dir.to_path_buf(),
             config,
@@ -164,19 +163,4 @@ impl Vault {
     pub fn workspaces_dir(&self) -> PathBuf {
         self.dir.join("workspaces")
     }
-}
-
-/// Resolve a `file://` store URL; a relative path is relative to the vault folder.
-fn store_dir(vault_dir: &Path, url: &str) -> Result<PathBuf> {
-    let path = url.strip_prefix("file://").ok_or_else(|| {
-        Error::Config(format!(
-            "store URL {url:?} is not supported by this version (expected file://)"
-        ))
-    })?;
-    let p = Path::new(path);
-    Ok(if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        vault_dir.join(p)
-    })
 }

@@ -11,6 +11,7 @@ use dsvault::DatasetRef;
 
 use super::output::{bytes, json_line, json_path};
 use super::progress::Bar;
+use super::remote::{apply_cache_size, with_remote_stats};
 use super::Globals;
 
 #[derive(Args, Debug)]
@@ -19,6 +20,9 @@ pub struct CatArgs {
     dataset: DatasetRef,
     /// Path of the file inside the dataset.
     path: String,
+    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
+    cache_size: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -26,6 +30,9 @@ pub struct ExportArgs {
     dataset: DatasetRef,
     /// A new (or empty) folder to write the dataset into.
     dest: PathBuf,
+    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
+    cache_size: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -39,6 +46,8 @@ pub struct VerifyArgs {
 
 pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
     let vault = g.open_vault()?;
+    apply_cache_size(&vault, a.cache_size);
+    vault.store().set_sequential_readahead(true);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     export::cat(&vault, &a.dataset, &a.path, &mut out).with_context(|| format!("reading {}:{}", a.dataset, a.path))?;
@@ -48,12 +57,14 @@ pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
 
 pub fn export(g: &Globals, a: ExportArgs) -> Result<i32> {
     let vault = g.open_vault()?;
+    apply_cache_size(&vault, a.cache_size);
+    vault.store().set_sequential_readahead(true);
     let bar = Bar::new(g, "export");
     let mut r = export::export(&vault, &a.dataset, &a.dest, &bar)
         .with_context(|| format!("exporting {} to {}", a.dataset, a.dest.display()))?;
     if g.json {
         r.destination = json_path(&r.destination);
-        json_line(&r)?;
+        json_line(&with_remote_stats(&vault, &r)?)?;
     } else if !g.quiet {
         println!(
             "{} -> {}: {} files, {} folders, {} symlinks, {}",

@@ -109,7 +109,7 @@ pub fn ingest(g: &Globals, a: IngestArgs) -> Result<i32> {
     warn_skipped(g, &report.skipped);
     if g.json {
         json_paths(&mut report.skipped);
-        json_line(&report)?;
+        json_line(&super::remote::with_remote_stats(&vault, &report)?)?;
     } else if !g.quiet {
         print_ingest(&report);
     }

@@ -12,6 +12,7 @@ mod inspect;
 mod mount;
 mod output;
 mod progress;
+mod remote;
 mod run;
 mod view;
 mod workspace;
@@ -74,6 +75,8 @@ enum Command {
     Rm(gc::RmArgs),
     /// Reclaim stored bytes nothing references any more.
     Gc(gc::GcArgs),
+    /// Rebuild or refresh the catalog from the store (refs, manifests, pack indexes).
+    Sync,
 }
 
 /// Global settings every command sees.
@@ -162,5 +165,6 @@ fn run(g: &Globals, command: Command) -> Result<i32> {
         Command::Lineage(a) => derive::lineage(g, a),
         Command::Rm(a) => gc::rm(g, a),
         Command::Gc(a) => gc::gc(g, a),
+        Command::Sync => remote::sync(g),
     }
 }

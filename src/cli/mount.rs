@@ -43,6 +43,9 @@ pub struct MountArgs {
     /// request (a single dataset is always mounted read-only).
     #[arg(long)]
     read_only: bool,
+    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
+    cache_size: Option<u64>,
 }
 
 pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
@@ -56,6 +59,7 @@ pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
     limit_malloc_arenas();
     let vault = g.open_vault()?;
     let read_only = a.read_only || dataset.is_some();
+    super::remote::apply_cache_size(&vault, a.cache_size);
     let scope = dataset.map_or(Scope::Vault, Scope::Dataset);
     let options = VfsOptions {
         cache_bytes: a.cache_mib << 20,

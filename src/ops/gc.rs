@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, PackUsage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::PackId;
 use crate::pack::{EncodedChunk, IndexEntry, PackWriter};
 use crate::vault::Vault;
@@ -98,6 +98,14 @@ fn plan(p: &PackUsage, opts: &GcOptions, now: i64) -> Plan {
 /// Collect garbage in `vault`.
 pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<GcReport> {
     let started = Instant::now();
+    if let Some(remote) = vault.store().remote() {
+        // This catalog knows only what this machine ingested or synced; packs other machines
+        // use would look unreferenced, and a rewrite races their uploads.
+        return Err(Error::Unsupported(format!(
+            "gc does not run on a remote store ({}): other machines may be using packs this catalog does not know about; nothing was removed",
+            remote.url()
+        )));
+    }
     let _lock = vault.lock_exclusive()?;
     let catalog = vault.catalog()?;
     let mut report = GcReport {

@@ -9,4 +9,5 @@ pub mod lineage;
 pub mod recover;
 pub mod remove;
 pub mod stats;
+pub mod sync;
 pub mod verify;

@@ -92,15 +92,28 @@ pub fn parse_index(pack: PackId, bytes: &[u8]) -> Result<Vec<IndexEntry>> {
 pub fn read_index_from_file(pack: PackId, path: &Path) -> Result<Vec<IndexEntry>> {
     let file = File::open(path).map_err(Error::io_at("opening pack", path))?;
     let size = file.metadata().map_err(Error::io_at("reading", path))?.len();
+    read_index_with(pack, size, |offset, len| {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(Error::io_at("reading", path))?;
+        Ok(buf)
+    })
+}
+
+/// Read just the index of a pack of `size` bytes through `read_at(offset, len)` (footer,
+/// then index): how a pack in a file or behind ranged requests is indexed.
+pub(crate) fn read_index_with(
+    pack: PackId,
+    size: u64,
+    mut read_at: impl FnMut(u64, usize) -> Result<Vec<u8>>,
+) -> Result<Vec<IndexEntry>> {
     if size < HEADER_LEN + FOOTER_LEN as u64 {
         return Err(Error::CorruptPack {
             pack,
             detail: format!("only {size} bytes"),
         });
     }
-    let mut footer = [0u8; FOOTER_LEN];
-    file.read_exact_at(&mut footer, size - FOOTER_LEN as u64)
-        .map_err(Error::io_at("reading", path))?;
+    let footer = read_at(size - FOOTER_LEN as u64, FOOTER_LEN)?;
     let (index_offset, count, index_hash) = parse_footer(pack, &footer)?;
     let index_len = (count * ENTRY_LEN) as u64;
     if index_offset + index_len + FOOTER_LEN as u64 != size {
@@ -109,9 +122,7 @@ pub fn read_index_from_file(pack: PackId, path: &Path) -> Result<Vec<IndexEntry>
             detail: "index does not end at the footer".into(),
         });
     }
-    let mut index = vec![0u8; index_len as usize];
-    file.read_exact_at(&mut index, index_offset)
-        .map_err(Error::io_at("reading", path))?;
+    let index = read_at(index_offset, index_len as usize)?;
     parse_entries(pack, size, &index, count, &index_hash)
 }
 

@@ -1,35 +1,32 @@
 //! The chunk store: packs, manifests and refs, as immutable named objects.
 //!
-//! Owns: where objects live and the durability steps for publishing them (write to tmp,
-//! fsync, rename or create-only, fsync the directory); positional reads of pack byte ranges
-//! for `cat`, `export` and the mount (a bounded cache of open pack files).
+//! Owns: the one `Store` type the rest of the library talks to, and which backend serves a
+//! store URL. `file://` is [`local::LocalStore`], a folder read with positional reads;
+//! `s3://`, `gs://` and `az://` are [`remote::RemoteStore`], an `object_store` client with
+//! its own tokio runtime and an on-disk cache of pack byte ranges. Both keep the same layout
+//! (`packs/<2 hex>/<hash>.pack`, `manifests/<root>.json`, `refs/<kind>/<name>/<version>`)
+//! and the same guarantees: objects are immutable, a pack is visible only whole, a ref is
+//! created once and never rewritten.
 //! Never: interprets chunk bytes or touches the catalog.
-//!
-//! The local store is a folder laid out as `packs/<2 hex>/<hash>.pack`,
-//! `manifests/<root>.json`, `refs/<kind>/<name>/<version>`. It uses the file system directly
-//! rather than through `object_store`'s `LocalFileSystem` so that reads are plain `pread`s
-//! on cached file descriptors (what the mount needs to be as fast as the local disk); remote
-//! stores (issue 5) go through `object_store` behind the same methods.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod blocks;
+mod local;
+mod remote;
+mod url;
 
-use crate::error::{Error, Result};
+use std::path::Path;
+
+pub use local::LocalStore;
+pub use remote::{RemoteStats, RemoteStore};
+pub use url::StoreUrl;
+
+use crate::config::RemoteConfig;
+use crate::dataset::DatasetName;
+use crate::error::Result;
 use crate::id::{PackId, RootHash};
 use crate::pack::{self, IndexEntry, SealedPack};
 
-/// Open pack files kept for positional reads.
-const OPEN_PACKS_MAX: usize = 256;
-
-/// A local folder store.
-pub struct Store {
-    root: PathBuf,
-    open_packs: Mutex<HashMap<PackId, Arc<File>>>,
-}
+pub(crate) use local::write_durably;
 
 /// What creating a ref found.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,128 +38,150 @@ pub enum RefOutcome {
     Conflict(RootHash),
 }
 
+/// A ref found in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRef {
+    pub dataset: DatasetName,
+    pub root: RootHash,
+}
+
+/// A store of either kind.
+pub struct Store {
+    backend: Backend,
+}
+
+enum Backend {
+    Local(LocalStore),
+    Remote(RemoteStore),
+}
+
+/// A pack on its way into the store; [`PendingPut::wait`] returns once it is durable there
+/// (for a remote store: uploaded and checked).
+#[must_use = "a pack is in the store only once wait() returned Ok"]
+pub struct PendingPut(Pending);
+
+enum Pending {
+    Done(Result<()>),
+    Remote(remote::Upload),
+}
+
+impl PendingPut {
+    /// Block until the pack is durable in the store (or failed to get there).
+    pub fn wait(self) -> Result<()> {
+        match self.0 {
+            Pending::Done(r) => r,
+            Pending::Remote(u) => u.wait(),
+        }
+    }
+}
+
 impl Store {
     /// Open (and create the folders of) a local store at `root`.
     pub fn open_local(root: &Path) -> Result<Self> {
-        for sub in ["packs", "manifests", "refs"] {
-            let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(Error::io_at("creating", &dir))?;
-        }
         Ok(Store {
-            root: root.to_path_buf(),
-            open_packs: Mutex::new(HashMap::new()),
+            backend: Backend::Local(LocalStore::open_local(root)?),
         })
     }
 
-    /// The folder this store lives in.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Open the store named by `url` for the vault at `vault_dir`: a relative `file://` path
+    /// is relative to the vault, and a remote store caches under `<vault>/cache`.
+    pub fn open(vault_dir: &Path, url: &StoreUrl, settings: &RemoteConfig) -> Result<Self> {
+        let backend = match url {
+            StoreUrl::Local(path) => {
+                let root = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    vault_dir.join(path)
+                };
+                Backend::Local(LocalStore::open_local(&root)?)
+            }
+            remote => Backend::Remote(RemoteStore::open(remote, &vault_dir.join("cache"), settings)?),
+        };
+        Ok(Store { backend })
     }
 
-    /// Path of a pack in the store.
-    pub fn pack_path(&self, id: PackId) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("packs").join(&hex[..2]).join(format!("{hex}.pack"))
-    }
-
-    /// Publish a sealed pack: make it read-only, rename it into place, fsync the directory.
-    /// Publishing a pack that is already present just removes the temporary copy.
-    pub fn put_pack(&self, sealed: &SealedPack) -> Result<()> {
-        let dest = self.pack_path(sealed.id);
-        let dir = dest.parent().expect("pack path has a parent");
-        fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
-        fs::set_permissions(&sealed.tmp_path, fs::Permissions::from_mode(0o444))
-            .map_err(Error::io_at("setting permissions of", &sealed.tmp_path))?;
-        if dest.exists() {
-            let _ = fs::remove_file(&sealed.tmp_path);
-            return Ok(());
+    /// The remote backend, when this store is one.
+    pub fn remote(&self) -> Option<&RemoteStore> {
+        match &self.backend {
+            Backend::Local(_) => None,
+            Backend::Remote(r) => Some(r),
         }
-        move_into_place(&sealed.tmp_path, &dest).map_err(Error::io_at("publishing pack", &dest))?;
-        crate::crashpoint::hit("pack-after-rename");
-        sync_dir(dir)?;
-        Ok(())
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.remote().is_some()
+    }
+
+    /// Bytes the on-disk cache of a remote store may hold (no effect on a local store).
+    pub fn set_cache_capacity(&self, bytes: u64) {
+        if let Some(r) = self.remote() {
+            r.set_cache_capacity(bytes);
+        }
+    }
+
+    /// Let a remote store fetch ahead of sequential readers that do not say what comes next
+    /// (`export`, `cat`); the mount announces its own read-ahead with
+    /// [`Store::advise_pack_range`].
+    pub fn set_sequential_readahead(&self, on: bool) {
+        if let Some(r) = self.remote() {
+            r.set_sequential_readahead(on);
+        }
+    }
+
+    /// How many packs may be on their way into the store at once (1 for a local store,
+    /// where publishing is a rename).
+    pub fn puts_in_flight(&self) -> usize {
+        match &self.backend {
+            Backend::Local(_) => 1,
+            Backend::Remote(r) => r.uploads_in_flight(),
+        }
+    }
+
+    /// Start publishing a sealed pack; its temporary file is consumed either way.
+    pub fn begin_put_pack(&self, sealed: &SealedPack) -> PendingPut {
+        PendingPut(match &self.backend {
+            Backend::Local(l) => Pending::Done(l.put_pack(sealed).inspect_err(|_| {
+                let _ = std::fs::remove_file(&sealed.tmp_path);
+            })),
+            Backend::Remote(r) => Pending::Remote(r.begin_upload(sealed)),
+        })
+    }
+
+    /// Publish a sealed pack and wait until it is durable.
+    pub fn put_pack(&self, sealed: &SealedPack) -> Result<()> {
+        self.begin_put_pack(sealed).wait()
     }
 
     /// Every pack in the store with its size.
     pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
-        let mut out = Vec::new();
-        let packs = self.root.join("packs");
-        for sub in fs::read_dir(&packs).map_err(Error::io_at("listing", &packs))? {
-            let sub = sub.map_err(Error::io_at("listing", &packs))?.path();
-            if !sub.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&sub).map_err(Error::io_at("listing", &sub))? {
-                let f = f.map_err(Error::io_at("listing", &sub))?;
-                let name = f.file_name();
-                let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".pack")) else {
-                    continue;
-                };
-                let Ok(id) = hex.parse::<PackId>() else {
-                    continue;
-                };
-                let size = f.metadata().map_err(Error::io_at("reading", &f.path()))?.len();
-                out.push((id, size));
-            }
+        match &self.backend {
+            Backend::Local(l) => l.list_packs(),
+            Backend::Remote(r) => r.list_packs(),
         }
-        Ok(out)
     }
 
     /// Size of a pack, or `None` when it is missing.
     pub fn pack_size(&self, id: PackId) -> Result<Option<u64>> {
-        let path = self.pack_path(id);
-        match fs::metadata(&path) {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("reading", &path, e)),
+        match &self.backend {
+            Backend::Local(l) => l.pack_size(id),
+            Backend::Remote(r) => r.pack_size(id),
         }
     }
 
-    fn open_pack(&self, id: PackId) -> Result<Arc<File>> {
-        let mut cache = self.open_packs.lock().expect("pack cache lock");
-        if let Some(f) = cache.get(&id) {
-            return Ok(f.clone());
-        }
-        let path = self.pack_path(id);
-        let file = match File::open(&path) {
-            Ok(f) => Arc::new(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::MissingPack(id)),
-            Err(e) => return Err(Error::io("opening pack", &path, e)),
-        };
-        if cache.len() >= OPEN_PACKS_MAX {
-            cache.clear();
-        }
-        cache.insert(id, file.clone());
-        Ok(file)
-    }
-
-    /// Read `len` bytes at `offset` of a pack with a positional read.
+    /// `len` bytes at `offset` of a pack.
     pub fn read_pack_range(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let file = self.open_pack(id)?;
-        read_exact_at_uninit(&file, len, offset).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => Error::CorruptPack {
-                pack: id,
-                detail: format!("truncated: no bytes at {offset}+{len}"),
-            },
-            _ => Error::io("reading pack", &self.pack_path(id), e),
-        })
+        match &self.backend {
+            Backend::Local(l) => l.read_pack_range(id, offset, len),
+            Backend::Remote(r) => r.read_pack_range(id, offset, len),
+        }
     }
 
-    /// Ask the kernel to start reading `len` bytes at `offset` of a pack into the page cache
-    /// and return at once (readahead ahead of a sequential reader; errors are ignored: the
-    /// read itself reports them).
+    /// Start fetching `len` bytes at `offset` of a pack ahead of a reader and return at once
+    /// (errors are ignored: the read itself reports them).
     pub fn advise_pack_range(&self, id: PackId, offset: u64, len: u64) {
-        use std::os::fd::AsRawFd;
-        if let Ok(file) = self.open_pack(id) {
-            // SAFETY: posix_fadvise only reads its integer arguments.
-            unsafe {
-                libc::posix_fadvise(
-                    file.as_raw_fd(),
-                    offset as libc::off_t,
-                    len as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
+        match &self.backend {
+            Backend::Local(l) => l.advise_pack_range(id, offset, len),
+            Backend::Remote(r) => r.prefetch(id, offset, len),
         }
     }
 
@@ -174,213 +193,115 @@ impl Store {
 
     /// A whole pack's bytes (for verification).
     pub fn read_pack(&self, id: PackId) -> Result<Vec<u8>> {
-        let path = self.pack_path(id);
-        fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::MissingPack(id),
-            _ => Error::io("reading pack", &path, e),
-        })
+        match &self.backend {
+            Backend::Local(l) => l.read_pack(id),
+            Backend::Remote(r) => r.read_pack(id),
+        }
     }
 
     /// Just the index of a pack.
     pub fn read_pack_index(&self, id: PackId) -> Result<Vec<IndexEntry>> {
-        let path = self.pack_path(id);
-        if !path.exists() {
-            return Err(Error::MissingPack(id));
+        match &self.backend {
+            Backend::Local(l) => l.read_pack_index(id),
+            Backend::Remote(r) => r.read_pack_index(id),
         }
-        pack::read_index_from_file(id, &path)
+    }
+
+    /// The indexes of many packs of known sizes, in the order given (a remote store reads
+    /// several at once).
+    pub fn read_pack_indexes(&self, packs: &[(PackId, u64)]) -> Vec<Result<Vec<IndexEntry>>> {
+        match &self.backend {
+            Backend::Local(l) => packs.iter().map(|(id, _)| l.read_pack_index(*id)).collect(),
+            Backend::Remote(r) => r.read_pack_indexes(packs),
+        }
     }
 
     /// Remove a pack (only `gc` and recovery of damaged temporary state call this).
     pub fn remove_pack(&self, id: PackId) -> Result<()> {
-        self.open_packs.lock().expect("pack cache lock").remove(&id);
-        let path = self.pack_path(id);
-        fs::remove_file(&path).map_err(Error::io_at("removing", &path))
-    }
-
-    fn manifest_path(&self, root: RootHash) -> PathBuf {
-        self.root.join("manifests").join(format!("{}.json", root.to_hex()))
+        match &self.backend {
+            Backend::Local(l) => l.remove_pack(id),
+            Backend::Remote(r) => r.remove_pack(id),
+        }
     }
 
     /// Store a manifest durably (content-addressed: an existing one is left as is).
     pub fn put_manifest(&self, root: RootHash, bytes: &[u8]) -> Result<()> {
-        let path = self.manifest_path(root);
-        if path.exists() {
-            return Ok(());
+        match &self.backend {
+            Backend::Local(l) => l.put_manifest(root, bytes),
+            Backend::Remote(r) => r.put_manifest(root, bytes),
         }
-        write_durably(&path, bytes, 0o444)
     }
 
-    /// Move a fully written, fsynced manifest file into place (or drop it if present).
+    /// Publish a fully written, fsynced manifest file (or drop it if present); the file is
+    /// consumed.
     pub fn put_manifest_file(&self, root: RootHash, tmp: &Path) -> Result<()> {
-        let path = self.manifest_path(root);
-        if path.exists() {
-            let _ = fs::remove_file(tmp);
-            return Ok(());
+        match &self.backend {
+            Backend::Local(l) => l.put_manifest_file(root, tmp),
+            Backend::Remote(r) => r.put_manifest_file(root, tmp),
         }
-        fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
-            .map_err(Error::io_at("setting permissions of", tmp))?;
-        move_into_place(tmp, &path).map_err(Error::io_at("publishing manifest", &path))?;
-        sync_dir(path.parent().expect("manifest dir"))
     }
 
     /// A manifest's bytes, or `None` when missing.
     pub fn get_manifest(&self, root: RootHash) -> Result<Option<Vec<u8>>> {
-        read_optional(&self.manifest_path(root))
-    }
-
-    fn ref_path(&self, kind: &str, name: &str, version: &str) -> PathBuf {
-        self.root.join("refs").join(kind).join(name).join(version)
+        match &self.backend {
+            Backend::Local(l) => l.get_manifest(root),
+            Backend::Remote(r) => r.get_manifest(root),
+        }
     }
 
     /// Create `refs/<kind>/<name>/<version>` naming `root`, never overwriting.
     pub fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
-        let path = self.ref_path(kind, name, version);
-        if let Some(existing) = self.read_ref(kind, name, version)? {
-            return Ok(if existing == root {
-                RefOutcome::AlreadyPresent
-            } else {
-                RefOutcome::Conflict(existing)
-            });
-        }
-        let dir = path.parent().expect("ref has a parent");
-        fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
-        // Write a temporary file, then hard-link it into place: link() fails if the ref
-        // exists, so two writers can never both succeed, and readers never see a partial ref.
-        let tmp = dir.join(format!(".{version}.{}.tmp", std::process::id()));
-        write_file_synced(&tmp, format!("{}\n", root.to_hex()).as_bytes(), 0o444)?;
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                sync_dir(dir)?;
-                Ok(RefOutcome::Created)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let existing = self.read_ref(kind, name, version)?.expect("ref exists");
-                Ok(if existing == root {
-                    RefOutcome::AlreadyPresent
-                } else {
-                    RefOutcome::Conflict(existing)
-                })
-            }
-            Err(e) => Err(Error::io("creating ref", &path, e)),
+        match &self.backend {
+            Backend::Local(l) => l.create_ref(kind, name, version, root),
+            Backend::Remote(r) => r.create_ref(kind, name, version, root),
         }
     }
 
-    /// Delete a ref (only `rm` of a dataset calls this, after the catalog forgot it) and fsync
-    /// its folder. A missing ref is not an error, so an interrupted `rm` can run again.
+    /// Delete a ref (only `rm` of a dataset calls this). A missing ref is not an error.
     pub fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {
-        let path = self.ref_path(kind, name, version);
-        match fs::remove_file(&path) {
-            Ok(()) => sync_dir(path.parent().expect("ref has a parent")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("removing ref", &path, e)),
+        match &self.backend {
+            Backend::Local(l) => l.remove_ref(kind, name, version),
+            Backend::Remote(r) => r.remove_ref(kind, name, version),
         }
     }
 
     /// The root a ref names, or `None`.
     pub fn read_ref(&self, kind: &str, name: &str, version: &str) -> Result<Option<RootHash>> {
-        let path = self.ref_path(kind, name, version);
-        match read_optional(&path)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                text.trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| Error::Manifest(format!("ref {} is damaged: {text:?}", path.display())))
-            }
+        match &self.backend {
+            Backend::Local(l) => l.read_ref(kind, name, version),
+            Backend::Remote(r) => r.read_ref(kind, name, version),
+        }
+    }
+
+    /// Every ref in the store.
+    pub fn list_refs(&self) -> Result<Vec<StoredRef>> {
+        match &self.backend {
+            Backend::Local(l) => l.list_refs(),
+            Backend::Remote(r) => r.list_refs(),
         }
     }
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("reading", path, e)),
-    }
+/// Key (relative path) of a pack in the store layout.
+pub(crate) fn pack_key(id: PackId) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{hex}.pack", &hex[..2])
 }
 
-/// Write a file, fsync it, and set its mode.
-fn write_file_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let mut f = File::create(path).map_err(Error::io_at("creating", path))?;
-    f.write_all(bytes).map_err(Error::io_at("writing", path))?;
-    f.sync_all().map_err(Error::io_at("syncing", path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(Error::io_at("setting permissions of", path))
+/// Key of a manifest.
+pub(crate) fn manifest_key(root: RootHash) -> String {
+    format!("manifests/{}.json", root.to_hex())
 }
 
-/// Write `bytes` to `path` atomically and durably: temporary file, fsync, rename, fsync dir.
-pub(crate) fn write_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().expect("path has a parent");
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
-    write_file_synced(&tmp, bytes, mode)?;
-    fs::rename(&tmp, path).map_err(Error::io_at("renaming into place", path))?;
-    sync_dir(dir)
+/// Key of a ref.
+pub(crate) fn ref_key(kind: &str, name: &str, version: &str) -> String {
+    format!("refs/{kind}/{name}/{version}")
 }
 
-/// Rename `from` to `to`; when they are on different file systems (a `file://` store outside
-/// the vault folder), copy to a temporary name beside `to`, fsync it, rename it, and remove
-/// `from`. Either way `to` appears whole or not at all.
-fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
-    match fs::rename(from, to) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let name = to
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = to.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-            let copied = fs::copy(from, &tmp)
-                .and_then(|_| File::open(&tmp)?.sync_all())
-                .and_then(|_| fs::rename(&tmp, to));
-            if copied.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            copied?;
-            fs::remove_file(from)
-        }
-        other => other,
-    }
-}
-
-/// fsync a directory so that renames and creations in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io_at("syncing directory", dir))
-}
-
-/// `len` bytes at `offset` of `file`, read into a fresh buffer without zeroing it first.
-fn read_exact_at_uninit(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
-    let mut buf: Vec<u8> = Vec::with_capacity(len);
-    let mut done = 0;
-    while done < len {
-        // SAFETY: the destination is the buffer's unused capacity from `done` to `len`.
-        let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                buf.as_mut_ptr().add(done).cast(),
-                len - done,
-                (offset + done as u64) as libc::off_t,
-            )
-        };
-        match n {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n if n < 0 => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => done += n as usize,
-        }
-    }
-    // SAFETY: pread initialised all `len` bytes.
-    unsafe { buf.set_len(len) };
-    Ok(buf)
+/// Parse the body of a ref object/file.
+pub(crate) fn parse_ref(key: &str, bytes: &[u8]) -> Result<RootHash> {
+    let text = String::from_utf8_lossy(bytes);
+    text.trim()
+        .parse()
+        .map_err(|_| crate::error::Error::Manifest(format!("ref {key} is damaged: {text:?}")))
 }

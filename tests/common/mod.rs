@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod mounted;
+pub mod s3;
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};

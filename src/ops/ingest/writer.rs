@@ -6,11 +6,12 @@
 //! open pack, and hands each full pack, with the files that were finished by then, to the
 //! publisher as a [`Batch`]. The publisher seals the pack (index, fsync), publishes it to the
 //! store (rename, fsync the folder) and only then records the pack, its chunks and the
-//! batch's files in one catalog transaction. Batches are published in order, so a file is
+//! batch's files in one catalog transaction (for a remote store, several packs upload at
+//! once and each batch is recorded once its upload is checked). Batches are published in order, so a file is
 //! recorded no earlier than every pack its chunks went into: the catalog never names a chunk
 //! that is not durable. fsync and SQLite commits thus overlap with chunking and hashing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -18,9 +19,9 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{Msg, NewChunk, SkippedFile};
 use crate::catalog::{Catalog, Entry, EntryKind, FileChunk, FileStamp};
 use crate::error::{Error, Result};
-use crate::id::ChunkId;
-use crate::pack::PackWriter;
-use crate::store::Store;
+use crate::id::{ChunkId, PackId};
+use crate::pack::{IndexEntry, PackWriter};
+use crate::store::{PendingPut, Store};
 
 /// Finished files waiting for a batch are flushed once this many accumulate.
 const MAX_WAITING_FILES: usize = 8192;
@@ -213,6 +214,9 @@ impl<'a> Writer<'a> {
 }
 
 /// Seals and publishes packs and records batches, in order, on its own catalog connection.
+/// Up to [`Store::puts_in_flight`] packs are on their way into the store at once (uploads to
+/// a remote store overlap with each other and with chunking); a batch is recorded only once
+/// its pack is durable in the store, and batches are recorded in the order they came.
 pub struct Publisher<'a> {
     pub store: &'a Store,
     pub catalog: Catalog,
@@ -221,44 +225,87 @@ pub struct Publisher<'a> {
     pub stored_bytes: u64,
 }
 
+/// A batch whose pack is on its way into the store.
+struct Publishing {
+    pack: Option<(PackId, u64, Vec<IndexEntry>)>,
+    put: Option<PendingPut>,
+    files: Vec<FinishedFile>,
+}
+
 impl Publisher<'_> {
     /// Publish every batch; on failure, discard the rest and return the error.
     pub fn run(&mut self, batches: Receiver<Batch>) -> Result<u64> {
-        while let Ok(batch) = batches.recv() {
-            if let Err(e) = self.publish(batch) {
-                for rest in batches.try_iter() {
-                    if let Some(p) = rest.pack {
-                        p.abandon();
-                    }
+        let window = self.store.puts_in_flight().max(1);
+        let mut pending: VecDeque<Publishing> = VecDeque::new();
+        let mut result = Ok(());
+        'batches: while let Ok(batch) = batches.recv() {
+            match self.start(batch) {
+                Ok(p) => pending.push_back(p),
+                Err(e) => {
+                    result = Err(e);
+                    break;
                 }
-                return Err(e);
             }
+            while pending.len() >= window {
+                if let Err(e) = self.record(pending.pop_front().expect("a pending batch")) {
+                    result = Err(e);
+                    break 'batches;
+                }
+            }
+        }
+        while result.is_ok() {
+            let Some(p) = pending.pop_front() else { break };
+            result = self.record(p);
+        }
+        if let Err(e) = result {
+            // Let started uploads end (a finished one is an orphan the next ingest reuses).
+            for p in pending {
+                if let Some(put) = p.put {
+                    let _ = put.wait();
+                }
+            }
+            for rest in batches.try_iter() {
+                if let Some(p) = rest.pack {
+                    p.abandon();
+                }
+            }
+            return Err(e);
         }
         Ok(self.stored_bytes)
     }
 
-    fn publish(&mut self, batch: Batch) -> Result<()> {
-        let sealed = match batch.pack {
+    /// Seal the batch's pack and start putting it into the store.
+    fn start(&mut self, batch: Batch) -> Result<Publishing> {
+        let (pack, put) = match batch.pack {
             Some(p) if !p.is_empty() => {
                 let s = p.seal()?;
-                if let Err(e) = self.store.put_pack(&s) {
-                    let _ = std::fs::remove_file(&s.tmp_path);
-                    return Err(e);
-                }
-                Some(s)
+                let put = self.store.begin_put_pack(&s);
+                (Some((s.id, s.size, s.entries)), Some(put))
             }
             Some(p) => {
                 p.abandon();
-                None
+                (None, None)
             }
-            None => None,
+            None => (None, None),
         };
+        Ok(Publishing {
+            pack,
+            put,
+            files: batch.files,
+        })
+    }
+
+    /// Wait until the batch's pack is durable, then record the pack and the files.
+    fn record(&mut self, p: Publishing) -> Result<()> {
+        if let Some(put) = p.put {
+            put.wait()?;
+        }
         crate::crashpoint::hit("before-batch-commit");
         self.catalog.transaction(|c| {
-            if let Some(s) = &sealed {
-                c.insert_pack(s.id, s.size, &s.entries)?;
+            if let Some((id, size, entries)) = &p.pack {
+                c.insert_pack(*id, *size, entries)?;
             }
-            for mut f in batch.files {
+            for mut f in p.files {
                 if let Some(hash) = f.entry.content {
                     f.entry.content_id = Some(c.insert_content(hash, f.entry.size, &f.chunks)?);
                     if let Some((path, stamp)) = &f.cache {
@@ -269,12 +316,12 @@ impl Publisher<'_> {
             }
             Ok(())
         })?;
-        if let Some(s) = sealed {
+        if let Some((_, size, entries)) = p.pack {
             let mut inflight = self.inflight.lock().expect("inflight lock");
-            for e in &s.entries {
+            for e in &entries {
                 inflight.remove(&e.chunk);
             }
-            self.stored_bytes += s.size;
+            self.stored_bytes += size;
         }
         Ok(())
     }

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Remote-store benchmark: ingest and mount-read throughput with the store in moto's S3 server
+# on loopback versus the local store, and the bytes fetched from the store to read 1% of the
+# dataset through a mount. Small scale by default; prints a markdown table.
+#
+# usage: bench/remote.sh [--scale F] [--seed N] [--workdir DIR] [--keep] [--no-build]
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bench/remote.sh [options]
+  --scale F      dataset scale (1 = about 2 GB)                                   [0.1]
+  --seed N       generator seed                                                   [1]
+  --workdir DIR  data, vaults, mount points and logs          [/tmp/dsvault-bench-remote]
+  --keep         keep the work directory (data is reused when scale and seed match)
+  --no-build     use the binaries already in target/release
+EOF
+}
+
+SCALE=0.1
+SEED=1
+WORKDIR=/tmp/dsvault-bench-remote
+KEEP=0
+BUILD=1
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --scale) SCALE=$2; shift 2 ;;
+    --seed) SEED=$2; shift 2 ;;
+    --workdir) WORKDIR=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --no-build) BUILD=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "remote.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}/release
+MOTO=$REPO/.venv-moto/bin/moto_server
+mkdir -p "$WORKDIR"
+W=$(cd "$WORKDIR" && pwd)
+LOG=$W/logs
+mkdir -p "$LOG"
+log() { printf '[remote.sh] %s\n' "$*" >&2; }
+
+[[ $(id -u) == 0 ]] || { echo "remote.sh: needs root (drop_caches, mounts)" >&2; exit 1; }
+[[ -x $MOTO ]] || { echo "remote.sh: $MOTO is missing; run scripts/test.sh, or: python3 -m venv .venv-moto && .venv-moto/bin/pip install 'moto[server]'" >&2; exit 1; }
+if [[ $BUILD == 1 ]]; then
+    log "cargo build --release -p dsvault -p dsvault-datagen"
+    (cd "$REPO" && cargo build --release -p dsvault -p dsvault-datagen) >"$LOG/build.log" 2>&1 ||
+        { echo "remote.sh: build failed, see $LOG/build.log" >&2; exit 1; }
+fi
+DSVAULT=$TARGET/dsvault
+DATAGEN=$TARGET/dsvault-datagen
+
+# --- data ------------------------------------------------------------------------------------
+
+DATA=$W/data
+stamp="$SCALE $SEED $(sha256sum "$DATAGEN" | cut -c1-16)"
+if [[ -d $DATA && -f $W/data.stamp && $(cat "$W/data.stamp") == "$stamp" ]]; then
+    log "reusing $DATA"
+else
+    rm -rf "$DATA" "$W/data.stamp"
+    log "generating $DATA (scale $SCALE)"
+    "$DATAGEN" "$DATA" --scale "$SCALE" --seed "$SEED" --version 1 --force >&2
+    echo "$stamp" >"$W/data.stamp"
+fi
+DATA_BYTES=$(find "$DATA" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+rm -rf "$W"/vault-* "$W"/mnt-*
+
+# --- the server ------------------------------------------------------------------------------
+
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$MOTO" -H 127.0.0.1 -p "$PORT" >"$LOG/moto.log" 2>&1 &
+MOTO_PID=$!
+MOUNT_PID=
+cleanup() {
+    [[ -n $MOUNT_PID ]] && kill "$MOUNT_PID" 2>/dev/null && wait "$MOUNT_PID" 2>/dev/null
+    for mp in "$W"/mnt-*; do mountpoint -q "$mp" 2>/dev/null && umount -l "$mp"; done
+    kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
+    [[ $KEEP == 1 ]] || rm -rf "$W"
+}
+trap cleanup EXIT
+export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+for _ in $(seq 100); do curl -s -o /dev/null "$AWS_ENDPOINT_URL" && break; sleep 0.1; done
+"$REPO/.venv-moto/bin/python" -c "import boto3; boto3.client('s3', endpoint_url='$AWS_ENDPOINT_URL').create_bucket(Bucket='bench')"
+
+# --- helpers ---------------------------------------------------------------------------------
+
+now() { date +%s.%N; }
+mibps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+
+# ingest VAULT: seconds
+ingest() {
+    local t0 t1
+    t0=$(now)
+    "$DSVAULT" --vault "$1" --quiet ingest "$DATA" --name bench --version v1 >>"$LOG/ingest.log" 2>&1
+    t1=$(now)
+    secs "$t0" "$t1"
+}
+
+# mount VAULT MP: starts `dsvault mount` in the background (sets MOUNT_PID), waits until ready
+mount_vault() {
+    mkdir -p "$2"
+    DSVAULT_LOG=dsvault=info "$DSVAULT" --vault "$1" mount bench@v1 "$2" >"$LOG/mount-$(basename "$1").out" 2>"$LOG/mount-$(basename "$1").err" &
+    MOUNT_PID=$!
+    for _ in $(seq 200); do grep -q '^mounted' "$LOG/mount-$(basename "$1").out" 2>/dev/null && return; sleep 0.05; done
+    echo "remote.sh: mount of $1 did not come up" >&2
+    exit 1
+}
+
+unmount_vault() {
+    kill "$MOUNT_PID"
+    wait "$MOUNT_PID" || true
+    MOUNT_PID=
+}
+
+# read_all MP: seconds to read every file once
+read_all() {
+    local t0 t1
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    t0=$(now)
+    (cd "$1" && find . -type f -print0 | xargs -0 -P 4 -n 64 cat >/dev/null)
+    t1=$(now)
+    secs "$t0" "$t1"
+}
+
+# --- runs ------------------------------------------------------------------------------------
+
+log "local store: ingest, mount, read"
+LOCAL_INGEST=$(ingest "$W/vault-local")
+mount_vault "$W/vault-local" "$W/mnt-local"
+LOCAL_READ=$(read_all "$W/mnt-local")
+unmount_vault
+
+log "remote store: ingest"
+"$DSVAULT" --vault "$W/vault-a" --quiet init --store s3://bench/v
+REMOTE_INGEST=$(ingest "$W/vault-a")
+
+log "remote store: sync into a new vault, mount, read everything (cold cache)"
+"$DSVAULT" --vault "$W/vault-b" --quiet init --store s3://bench/v
+t0=$(now)
+"$DSVAULT" --vault "$W/vault-b" --quiet sync
+SYNC_SECS=$(secs "$t0" "$(now)")
+mount_vault "$W/vault-b" "$W/mnt-b"
+REMOTE_READ=$(read_all "$W/mnt-b")
+log "remote store: read everything again (warm block cache)"
+REMOTE_WARM=$(read_all "$W/mnt-b")
+unmount_vault
+
+log "remote store: read 1% of the dataset through a mount of a fresh vault"
+"$DSVAULT" --vault "$W/vault-c" --quiet init --store s3://bench/v
+"$DSVAULT" --vault "$W/vault-c" --quiet sync
+mount_vault "$W/vault-c" "$W/mnt-c"
+WANT=$((DATA_BYTES / 100))
+READ_BYTES=0
+# Whole files picked at random (seeded) until they add up to 1% of the dataset.
+while IFS= read -r -d '' f; do
+    size=$(stat -c %s "$DATA/$f")
+    ((READ_BYTES + size > WANT * 11 / 10)) && continue
+    cat "$W/mnt-c/$f" >/dev/null
+    READ_BYTES=$((READ_BYTES + size))
+    ((READ_BYTES >= WANT)) && break
+done < <(cd "$DATA" && find . -type f -printf '%P\0' | shuf -z --random-source=<(yes "$SEED"))
+unmount_vault
+FETCHED=$(grep -o 'bytes_fetched=[0-9]*' "$LOG/mount-vault-c.err" | tail -n 1 | cut -d= -f2)
+FETCHED=${FETCHED:-0}
+
+# --- report ----------------------------------------------------------------------------------
+
+MIB=$(awk -v b="$DATA_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }')
+echo
+echo "Dataset: dsvault-datagen --scale $SCALE --seed $SEED: $MIB MiB, $(find "$DATA" -type f | wc -l) files; moto $("$REPO/.venv-moto/bin/pip" show moto 2>/dev/null | awk '/^Version/ { print $2 }') on 127.0.0.1."
+echo
+echo "| | local store | S3 (moto, loopback) |"
+echo "| --- | --- | --- |"
+echo "| ingest | $LOCAL_INGEST s ($(mibps "$DATA_BYTES" "$LOCAL_INGEST") MiB/s) | $REMOTE_INGEST s ($(mibps "$DATA_BYTES" "$REMOTE_INGEST") MiB/s) |"
+echo "| mount, read every file, cold | $LOCAL_READ s ($(mibps "$DATA_BYTES" "$LOCAL_READ") MiB/s) | $REMOTE_READ s ($(mibps "$DATA_BYTES" "$REMOTE_READ") MiB/s); block cache warm: $REMOTE_WARM s ($(mibps "$DATA_BYTES" "$REMOTE_WARM") MiB/s) |"
+echo "| sync into an empty vault | | $SYNC_SECS s |"
+echo
+echo "Reading 1% through a mount of a freshly synced vault: $READ_BYTES bytes of files read, $FETCHED bytes fetched from the store ($(awk -v f="$FETCHED" -v d="$DATA_BYTES" 'BEGIN { printf "%.2f", 100 * f / d }')% of the dataset; $(awk -v f="$FETCHED" -v r="$READ_BYTES" 'BEGIN { printf "%.2f", f / (r > 0 ? r : 1) }')x the bytes read)."

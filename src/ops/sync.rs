@@ -1,0 +1,164 @@
+//! `sync`: rebuild or refresh the catalog from the store alone.
+//!
+//! Owns: making a catalog know everything its store holds. Packs come first, from their own
+//! indexes (packs are self-describing, docs/FORMAT.md), so every chunk a manifest names is
+//! located before the dataset appears; then every ref whose dataset the catalog lacks is
+//! imported from its manifest (checked against its root hash) as a sealed dataset. Running
+//! it again changes nothing; a ref naming another root than the catalog's dataset of that
+//! name is reported, never "fixed". A new machine with an empty vault folder and the same
+//! `--store` sees every dataset after one `sync`. Lineage is not in manifests, so derived
+//! datasets imported this way show none.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::catalog::entries::split_path;
+use crate::catalog::{Catalog, DatasetTotals, Entry, FileChunk};
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, ContentId};
+use crate::manifest::{parse_and_check, Manifest};
+use crate::progress::Progress;
+use crate::store::StoredRef;
+use crate::vault::Vault;
+
+/// What `sync` did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SyncReport {
+    pub store: String,
+    /// Packs in the store, and of those the ones this run recorded.
+    pub packs: u64,
+    pub packs_indexed: u64,
+    /// Refs in the store, and the datasets this run imported.
+    pub datasets: u64,
+    pub datasets_imported: Vec<String>,
+    /// Things that could not be synced (a damaged pack index or manifest, a ref that names
+    /// another root than this catalog's dataset of that name).
+    pub problems: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Bring the catalog up to date with the store.
+pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<SyncReport> {
+    let started = Instant::now();
+    let _lock = vault.lock_writer()?;
+    let catalog = vault.catalog()?;
+    catalog.clear_dead_pending()?;
+    let mut report = SyncReport {
+        store: vault.config().store.clone(),
+        ..Default::default()
+    };
+    let packs = super::recover::index_unknown_packs(vault, &catalog)?;
+    report.packs = catalog.packs()?.len() as u64;
+    report.packs_indexed = packs.indexed as u64;
+    report.problems.extend(packs.unreadable);
+    let refs = vault.store().list_refs()?;
+    report.datasets = refs.len() as u64;
+    progress.set_total(refs.len() as u64);
+    for r in refs {
+        match import_ref(vault, &catalog, &r) {
+            Ok(true) => report.datasets_imported.push(r.dataset.to_string()),
+            Ok(false) => {}
+            Err(e @ Error::Remote { .. }) => return Err(e),
+            Err(e) => report.problems.push(format!("{}: {e}", r.dataset)),
+        }
+        progress.advance(1);
+    }
+    progress.finish();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Import one ref's dataset unless the catalog has it. Returns whether it was imported.
+fn import_ref(vault: &Vault, catalog: &Catalog, r: &StoredRef) -> Result<bool> {
+    if let Some(existing) = catalog.sealed_dataset(&r.dataset)? {
+        return match existing.root {
+            Some(root) if root == r.root => Ok(false),
+            other => Err(Error::Manifest(format!(
+                "the store's ref names root {} but this catalog's dataset has root {}; the catalog keeps its own",
+                r.root,
+                other.map(|o| o.to_hex()).unwrap_or_default()
+            ))),
+        };
+    }
+    let bytes = vault
+        .store()
+        .get_manifest(r.root)?
+        .ok_or_else(|| Error::Manifest(format!("manifest {} is missing from the store", r.root)))?;
+    let manifest = parse_and_check(&bytes, r.root)?;
+    let id = catalog.begin_dataset(&r.dataset, &format!("sync from {}", vault.config().store))?;
+    let imported = catalog.transaction(|c| {
+        let totals = insert_entries(c, id, &manifest)?;
+        c.seal_dataset(id, r.root, &totals)
+    });
+    match imported {
+        Ok(()) => Ok(true),
+        // An ingest or another sync of the same name sealed first.
+        Err(e) if e.is_constraint_violation() => {
+            catalog.abandon_dataset(id)?;
+            Ok(false)
+        }
+        Err(e) => {
+            catalog.abandon_dataset(id)?;
+            Err(e)
+        }
+    }
+}
+
+/// Record a manifest's entries (and the contents they name) under dataset row `id`.
+fn insert_entries(c: &Catalog, id: i64, manifest: &Manifest) -> Result<DatasetTotals> {
+    let mut t = DatasetTotals {
+        files: 0,
+        dirs: 0,
+        symlinks: 0,
+        bytes: 0,
+        stored_bytes: 0,
+    };
+    for m in &manifest.entries {
+        let path = m.path_bytes()?;
+        let (parent, name) = split_path(&path);
+        let kind = m.kind()?;
+        let content = m.content.as_deref().map(str::parse::<ContentId>).transpose()?;
+        let content_id = match content {
+            Some(hash) => Some(c.insert_content(hash, m.size, &file_chunks(m.chunks.as_deref())?)?),
+            None => None,
+        };
+        match kind {
+            crate::catalog::EntryKind::File => {
+                t.files += 1;
+                t.bytes += m.size;
+            }
+            crate::catalog::EntryKind::Dir => t.dirs += 1,
+            crate::catalog::EntryKind::Symlink => t.symlinks += 1,
+        }
+        c.insert_entry(
+            id,
+            &Entry {
+                id: 0,
+                parent: parent.to_vec(),
+                name: name.to_vec(),
+                kind,
+                mode: m.mode,
+                size: m.size,
+                mtime_ns: m.mtime_ns,
+                content,
+                content_id,
+                target: m.target_bytes(),
+            },
+        )?;
+    }
+    Ok(t)
+}
+
+fn file_chunks(chunks: Option<&[(u64, String)]>) -> Result<Vec<FileChunk>> {
+    chunks
+        .unwrap_or_default()
+        .iter()
+        .map(|(offset, hex)| {
+            Ok(FileChunk {
+                file_offset: *offset,
+                chunk: hex.parse::<ChunkId>()?,
+            })
+        })
+        .collect()
+}

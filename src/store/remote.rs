@@ -1,0 +1,864 @@
+//! The remote store: packs, manifests and refs as objects in S3, GCS or Azure, through
+//! `object_store`.
+//!
+//! Owns: the tokio runtime that drives the `object_store` client (the rest of the library
+//! stays synchronous and blocks on it); uploads of sealed packs (whole or multipart, several
+//! at once) and their checks (HEAD size always, full read-back and blake3 on a sample or all
+//! of them); create-only refs; ranged reads of pack blocks through the on-disk
+//! [`BlockCache`], with several missing blocks fetched at once, read-ahead for sequential
+//! readers and prefetch on request; bounded waits: every request has a timeout and a
+//! bounded number of retries with backoff (`object_store`'s), and every operation an
+//! overall deadline, so an unreachable store fails with an error and a log line instead of
+//! hanging.
+//! Never: writes credentials anywhere, or deletes objects other than by explicit request.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use serde::Serialize;
+
+use super::blocks::{BlockCache, BlockKey};
+use super::{manifest_key, pack_key, parse_ref, ref_key, RefOutcome, StoreUrl, StoredRef};
+use crate::config::RemoteConfig;
+use crate::error::{Error, Result};
+use crate::id::{PackId, RootHash};
+use crate::pack::{self, IndexEntry, SealedPack};
+
+/// Default bound of the on-disk cache until the command sets one (`--cache-size`).
+pub const DEFAULT_CACHE_BYTES: u64 = 4 << 30;
+/// Blocks fetched ahead of a sequential reader that gives no hints (`export`, `cat`).
+const READAHEAD_BLOCKS: u64 = 8;
+/// Requests run at once for listings, index reads and the like.
+const PARALLEL_REQUESTS: usize = 16;
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
+/// An index read fetches this much of a pack's tail at first, which usually holds the whole
+/// index (56 bytes per chunk) and the footer.
+const INDEX_TAIL: u64 = 64 << 10;
+
+/// Requests and bytes moved by this process (for `--json` reports and the benchmark).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RemoteStats {
+    pub get_requests: u64,
+    pub bytes_fetched: u64,
+    pub put_requests: u64,
+    pub bytes_uploaded: u64,
+    /// Packs found already in the store (same size) and not uploaded again.
+    pub packs_already_present: u64,
+    pub cache_hits: u64,
+    /// Bytes of the on-disk block cache this process accounts for.
+    pub cache_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    get_requests: AtomicU64,
+    bytes_fetched: AtomicU64,
+    put_requests: AtomicU64,
+    bytes_uploaded: AtomicU64,
+    packs_already_present: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A store in an object store bucket.
+pub struct RemoteStore {
+    rt: tokio::runtime::Runtime,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Arc<dyn ObjectStore>,
+    url: StoreUrl,
+    settings: RemoteConfig,
+    cache: BlockCache,
+    /// Sizes of packs seen (a pack never changes size).
+    sizes: Mutex<HashMap<PackId, u64>>,
+    fetching: FetchGate,
+    readahead: AtomicBool,
+    /// Last block read per pack, to notice sequential readers.
+    last_block: Mutex<HashMap<PackId, u64>>,
+    counters: Counters,
+}
+
+/// A pack upload running on the store's runtime.
+pub struct Upload {
+    task: tokio::task::JoinHandle<Result<()>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Upload {
+    pub fn wait(self) -> Result<()> {
+        self.rt.block_on(self.task).unwrap_or_else(|e| {
+            Err(Error::Remote {
+                action: "uploading",
+                location: "a pack".into(),
+                detail: format!("the upload task failed: {e}"),
+            })
+        })
+    }
+}
+
+impl RemoteStore {
+    /// Connect to the store named by `url` (nothing is requested yet) with its block cache
+    /// under `cache_dir`.
+    pub fn open(url: &StoreUrl, cache_dir: &Path, settings: &RemoteConfig) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .thread_name("dsvault-store")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the store runtime for", cache_dir, e))?;
+        let client = {
+            let _in_runtime = rt.enter();
+            url.client(settings)?
+        };
+        Ok(RemoteStore {
+            rt,
+            inner: Arc::new(Inner {
+                client,
+                url: url.clone(),
+                settings: *settings,
+                cache: BlockCache::open(cache_dir, DEFAULT_CACHE_BYTES),
+                sizes: Mutex::new(HashMap::new()),
+                fetching: FetchGate::default(),
+                readahead: AtomicBool::new(false),
+                last_block: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    pub fn url(&self) -> &StoreUrl {
+        &self.inner.url
+    }
+
+    pub fn set_cache_capacity(&self, bytes: u64) {
+        self.inner.cache.set_capacity(bytes);
+    }
+
+    pub fn set_sequential_readahead(&self, on: bool) {
+        self.inner.readahead.store(on, Ordering::Relaxed);
+    }
+
+    pub fn uploads_in_flight(&self) -> usize {
+        self.inner.settings.uploads_in_flight
+    }
+
+    /// What this process has requested so far.
+    pub fn stats(&self) -> RemoteStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RemoteStats {
+            get_requests: get(&c.get_requests),
+            bytes_fetched: get(&c.bytes_fetched),
+            put_requests: get(&c.put_requests),
+            bytes_uploaded: get(&c.bytes_uploaded),
+            packs_already_present: get(&c.packs_already_present),
+            cache_hits: get(&c.cache_hits),
+            cache_bytes: self.inner.cache.bytes(),
+        }
+    }
+
+    /// Check that the bucket answers (a listing of `refs/`): `init` fails early on a wrong
+    /// bucket, endpoint or credentials instead of at the first ingest.
+    pub fn probe(&self) -> Result<()> {
+        let inner = &self.inner;
+        self.rt.block_on(inner.call("listing", "refs/", async {
+            inner
+                .client
+                .list(Some(&Key::from("refs")))
+                .take(1)
+                .try_collect::<Vec<_>>()
+                .await
+        }))?;
+        Ok(())
+    }
+
+    // ---- packs ------------------------------------------------------------------------
+
+    /// Start uploading a sealed pack on the runtime; the temporary file is removed when done.
+    pub fn begin_upload(&self, sealed: &SealedPack) -> Upload {
+        let inner = self.inner.clone();
+        let (id, size, path) = (sealed.id, sealed.size, sealed.tmp_path.clone());
+        let task = self.rt.spawn(async move {
+            let r = inner.upload_pack(id, size, &path).await;
+            let _ = std::fs::remove_file(&path);
+            r
+        });
+        Upload {
+            task,
+            rt: self.rt.handle().clone(),
+        }
+    }
+
+    pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let metas = self.rt.block_on(self.inner.list("packs"))?;
+        let mut out = Vec::new();
+        for (key, size) in metas {
+            let Some(id) = key
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".pack"))
+                .and_then(|h| h.parse::<PackId>().ok())
+            else {
+                continue;
+            };
+            self.inner.sizes.lock().expect("sizes lock").insert(id, size);
+            out.push((id, size));
+        }
+        Ok(out)
+    }
+
+    pub fn pack_size(&self, id: PackId) -> Result<Option<u64>> {
+        self.rt.block_on(self.inner.pack_size(id))
+    }
+
+    pub fn read_pack(&self, id: PackId) -> Result<Vec<u8>> {
+        let key = pack_key(id);
+        let inner = &self.inner;
+        let bytes = self
+            .rt
+            .block_on(inner.call("reading", &key, async {
+                inner.client.get(&Key::from(key.as_str())).await?.bytes().await
+            }))?
+            .ok_or(Error::MissingPack(id))?;
+        bump(&inner.counters.get_requests, 1);
+        bump(&inner.counters.bytes_fetched, bytes.len() as u64);
+        Ok(bytes.to_vec())
+    }
+
+    pub fn read_pack_index(&self, id: PackId) -> Result<Vec<IndexEntry>> {
+        let size = self.pack_size(id)?.ok_or(Error::MissingPack(id))?;
+        self.rt.block_on(self.inner.read_index(id, size))
+    }
+
+    /// Indexes of many packs of known sizes, several requests at once.
+    pub fn read_pack_indexes(&self, packs: &[(PackId, u64)]) -> Vec<Result<Vec<IndexEntry>>> {
+        let inner = &self.inner;
+        let reads: Vec<_> = packs.iter().map(|(id, size)| inner.read_index(*id, *size)).collect();
+        self.rt
+            .block_on(futures::stream::iter(reads).buffered(PARALLEL_REQUESTS).collect())
+    }
+
+    pub fn remove_pack(&self, id: PackId) -> Result<()> {
+        self.rt.block_on(self.inner.delete(&pack_key(id)))
+    }
+
+    /// `len` bytes at `offset` of a pack, from cached blocks and ranged GETs of the rest.
+    pub fn read_pack_range(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let size = self.pack_size(id)?.ok_or(Error::MissingPack(id))?;
+        let end = offset + len as u64;
+        if end > size {
+            return Err(Error::CorruptPack {
+                pack: id,
+                detail: format!("truncated: no bytes at {offset}+{len} (the pack holds {size})"),
+            });
+        }
+        let bs = inner.settings.cache_block_size;
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let blocks = self.blocks(id, size, first, last)?;
+        let mut out = Vec::with_capacity(len);
+        for (i, block) in blocks.iter().enumerate() {
+            let start = (first + i as u64) * bs;
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((end - start) as usize).min(block.len());
+            out.extend_from_slice(&block[from..to]);
+        }
+        self.read_ahead(id, size, first, last);
+        Ok(out)
+    }
+
+    /// Blocks `first..=last` of a pack: cached ones from disk, the others fetched (several at
+    /// once); a block another thread is already fetching is waited for, not fetched twice.
+    fn blocks(&self, id: PackId, size: u64, first: u64, last: u64) -> Result<Vec<Vec<u8>>> {
+        let inner = &self.inner;
+        let mut got: Vec<Option<Vec<u8>>> = (first..=last).map(|b| inner.cache.get(&(id, b))).collect();
+        bump(&inner.counters.cache_hits, got.iter().flatten().count() as u64);
+        let missing: Vec<u64> = (first..=last).filter(|b| got[(b - first) as usize].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(got.into_iter().flatten().collect());
+        }
+        let (mine, theirs) = inner.fetching.claim(id, &missing);
+        let fetched = self.rt.block_on(inner.fetch_blocks(id, size, &mine));
+        inner.fetching.release(id, &mine);
+        for (b, bytes) in fetched? {
+            got[(b - first) as usize] = Some(bytes);
+        }
+        for b in theirs {
+            inner.fetching.wait(id, b, inner.deadline());
+            let bytes = match inner.cache.get(&(id, b)) {
+                Some(bytes) => bytes,
+                // The other fetch failed, or the block was evicted at once: fetch it here.
+                None => {
+                    self.rt
+                        .block_on(inner.fetch_blocks(id, size, &[b]))?
+                        .pop()
+                        .expect("one block fetched")
+                        .1
+                }
+            };
+            got[(b - first) as usize] = Some(bytes);
+        }
+        Ok(got.into_iter().map(|b| b.expect("every block read")).collect())
+    }
+
+    /// Fetch into the cache, in the background, the blocks of `len` bytes at `offset` that
+    /// are neither cached nor being fetched.
+    pub fn prefetch(&self, id: PackId, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let inner = self.inner.clone();
+        self.rt.spawn(async move {
+            let Ok(Some(size)) = inner.pack_size(id).await else {
+                return;
+            };
+            let bs = inner.settings.cache_block_size;
+            let end = (offset + len).min(size);
+            if offset >= end {
+                return;
+            }
+            inner.prefetch_blocks(id, size, offset / bs, (end - 1) / bs).await;
+        });
+    }
+
+    /// After a read of blocks `first..=last`: if this pack is being read sequentially and
+    /// read-ahead is on, prefetch the next blocks.
+    fn read_ahead(&self, id: PackId, size: u64, first: u64, last: u64) {
+        if !self.inner.readahead.load(Ordering::Relaxed) {
+            return;
+        }
+        let sequential = {
+            let mut seen = self.inner.last_block.lock().expect("last block lock");
+            if seen.len() > 1024 {
+                seen.clear();
+            }
+            let prev = seen.insert(id, last);
+            prev.is_some_and(|p| first == p || first == p + 1)
+        };
+        let blocks = size.div_ceil(self.inner.settings.cache_block_size);
+        if sequential && last + 1 < blocks {
+            let inner = self.inner.clone();
+            let to = (last + READAHEAD_BLOCKS).min(blocks - 1);
+            self.rt
+                .spawn(async move { inner.prefetch_blocks(id, size, last + 1, to).await });
+        }
+    }
+
+    // ---- manifests and refs -----------------------------------------------------------
+
+    pub fn put_manifest(&self, root: RootHash, bytes: &[u8]) -> Result<()> {
+        let key = manifest_key(root);
+        let inner = &self.inner;
+        self.rt.block_on(async {
+            if inner.head(&key).await?.is_some() {
+                return Ok(());
+            }
+            inner
+                .put(&key, Bytes::copy_from_slice(bytes), PutMode::Overwrite)
+                .await?;
+            inner.check_read_back(&key, bytes).await
+        })
+    }
+
+    pub fn put_manifest_file(&self, root: RootHash, tmp: &Path) -> Result<()> {
+        let bytes = std::fs::read(tmp).map_err(Error::io_at("reading", tmp))?;
+        let r = self.put_manifest(root, &bytes);
+        let _ = std::fs::remove_file(tmp);
+        r
+    }
+
+    pub fn get_manifest(&self, root: RootHash) -> Result<Option<Vec<u8>>> {
+        self.rt.block_on(self.inner.get(&manifest_key(root)))
+    }
+
+    pub fn read_ref(&self, kind: &str, name: &str, version: &str) -> Result<Option<RootHash>> {
+        self.rt.block_on(self.inner.read_ref(&ref_key(kind, name, version)))
+    }
+
+    /// Create a ref with a create-only PUT (`If-None-Match: *`), then read it back: the store
+    /// must hold our root, or another writer won and its root is reported as a conflict.
+    pub fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
+        let key = ref_key(kind, name, version);
+        let inner = &self.inner;
+        self.rt.block_on(async {
+            let outcome = |existing: RootHash| {
+                if existing == root {
+                    RefOutcome::AlreadyPresent
+                } else {
+                    RefOutcome::Conflict(existing)
+                }
+            };
+            if let Some(existing) = inner.read_ref(&key).await? {
+                return Ok(outcome(existing));
+            }
+            let body = Bytes::from(format!("{}\n", root.to_hex()));
+            let created = inner.put(&key, body, PutMode::Create).await?;
+            let now = inner.read_ref(&key).await?.ok_or_else(|| Error::UploadCheck {
+                location: inner.location(&key),
+                detail: "has no object there right after creating it".into(),
+            })?;
+            Ok(match created {
+                true if now == root => RefOutcome::Created,
+                _ => outcome(now),
+            })
+        })
+    }
+
+    pub fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {
+        self.rt.block_on(self.inner.delete(&ref_key(kind, name, version)))
+    }
+
+    pub fn list_refs(&self) -> Result<Vec<StoredRef>> {
+        let inner = &self.inner;
+        self.rt.block_on(async {
+            let keys = inner.list("refs").await?;
+            let named: Vec<(String, crate::DatasetName)> = keys
+                .into_iter()
+                .filter_map(|(key, _)| {
+                    let mut parts = key.split('/').skip(1);
+                    let (kind, name, version) = (parts.next()?, parts.next()?, parts.next()?);
+                    let dataset = crate::DatasetName::new(kind.parse().ok()?, name, version).ok()?;
+                    parts.next().is_none().then_some((key, dataset))
+                })
+                .collect();
+            let roots: Vec<Result<Option<RootHash>>> =
+                futures::stream::iter(named.iter().map(|(k, _)| inner.read_ref(k)))
+                    .buffered(PARALLEL_REQUESTS)
+                    .collect()
+                    .await;
+            let mut out = Vec::new();
+            for ((_, dataset), root) in named.into_iter().zip(roots) {
+                if let Some(root) = root? {
+                    out.push(StoredRef { dataset, root });
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl Drop for RemoteStore {
+    /// One line of what this process moved (shown with `DSVAULT_LOG=info`; the benchmark
+    /// reads it).
+    fn drop(&mut self) {
+        let s = self.stats();
+        tracing::info!(
+            get_requests = s.get_requests,
+            bytes_fetched = s.bytes_fetched,
+            put_requests = s.put_requests,
+            bytes_uploaded = s.bytes_uploaded,
+            cache_hits = s.cache_hits,
+            "remote store {} done",
+            self.inner.url
+        );
+    }
+}
+
+impl Inner {
+    /// How long one operation (with all its retries) may take before it is abandoned.
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(self.settings.retry_timeout_secs + 2 * self.settings.request_timeout_secs)
+    }
+
+    fn location(&self, key: &str) -> String {
+        format!("{}/{key}", self.url)
+    }
+
+    /// A failed request: logged (a mount has no other way to say why a read got EIO) and
+    /// returned as [`Error::Remote`].
+    fn fail(&self, action: &'static str, key: &str, detail: String) -> Error {
+        let location = self.location(key);
+        tracing::error!("store request failed: {action} {location}: {detail}");
+        Error::Remote {
+            action,
+            location,
+            detail,
+        }
+    }
+
+    /// Run one request under the operation deadline. `Ok(None)`: the object does not exist.
+    async fn call<T>(
+        &self,
+        action: &'static str,
+        key: &str,
+        request: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<Option<T>> {
+        match tokio::time::timeout(self.deadline(), request).await {
+            Err(_) => Err(self.fail(
+                action,
+                key,
+                format!(
+                    "no answer within {}s; is the store reachable?",
+                    self.deadline().as_secs()
+                ),
+            )),
+            Ok(Ok(v)) => Ok(Some(v)),
+            Ok(Err(object_store::Error::NotFound { .. })) => Ok(None),
+            Ok(Err(e)) => Err(self.fail(action, key, e.to_string())),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        Ok(self
+            .call("checking", key, self.client.head(&Key::from(key)))
+            .await?
+            .map(|m| m.size))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let got = self
+            .call("reading", key, async {
+                self.client.get(&Key::from(key)).await?.bytes().await
+            })
+            .await?;
+        bump(&self.counters.get_requests, 1);
+        Ok(got.map(|b| {
+            bump(&self.counters.bytes_fetched, b.len() as u64);
+            b.to_vec()
+        }))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let want = range.end - range.start;
+        let bytes = self
+            .call("reading", key, self.client.get_range(&Key::from(key), range.clone()))
+            .await?
+            .ok_or_else(|| self.fail("reading", key, "the object is gone".into()))?;
+        bump(&self.counters.get_requests, 1);
+        bump(&self.counters.bytes_fetched, bytes.len() as u64);
+        if bytes.len() as u64 != want {
+            return Err(self.fail(
+                "reading",
+                key,
+                format!("asked for bytes {range:?}, got {} bytes", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// PUT an object; with [`PutMode::Create`], `Ok(false)` when it already existed.
+    async fn put(&self, key: &str, body: Bytes, mode: PutMode) -> Result<bool> {
+        let len = body.len() as u64;
+        let path = Key::from(key);
+        let request = self
+            .client
+            .put_opts(&path, PutPayload::from(body), PutOptions::from(mode));
+        bump(&self.counters.put_requests, 1);
+        match tokio::time::timeout(self.deadline(), request).await {
+            Ok(Ok(_)) => {
+                bump(&self.counters.bytes_uploaded, len);
+                Ok(true)
+            }
+            Ok(Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })) => Ok(false),
+            Ok(Err(e)) => Err(self.fail("uploading", key, e.to_string())),
+            Err(_) => Err(self.fail("uploading", key, "no answer in time; is the store reachable?".into())),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.call("deleting", key, self.client.delete(&Key::from(key)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Every object under `prefix/` with its size.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let listed = self
+            .call("listing", prefix, async {
+                self.client
+                    .list(Some(&Key::from(prefix)))
+                    .map_ok(|m| (m.location.to_string(), m.size))
+                    .try_collect::<Vec<_>>()
+                    .await
+            })
+            .await?;
+        Ok(listed.unwrap_or_default())
+    }
+
+    async fn read_ref(&self, key: &str) -> Result<Option<RootHash>> {
+        match self.get(key).await? {
+            None => Ok(None),
+            Some(bytes) => parse_ref(key, &bytes).map(Some),
+        }
+    }
+
+    async fn pack_size(&self, id: PackId) -> Result<Option<u64>> {
+        if let Some(&size) = self.sizes.lock().expect("sizes lock").get(&id) {
+            return Ok(Some(size));
+        }
+        let size = self.head(&pack_key(id)).await?;
+        if let Some(size) = size {
+            self.sizes.lock().expect("sizes lock").insert(id, size);
+        }
+        Ok(size)
+    }
+
+    /// Fetch blocks of a pack (contiguous ones in one request, runs concurrently), keep them
+    /// in the cache and return them.
+    async fn fetch_blocks(&self, id: PackId, size: u64, blocks: &[u64]) -> Result<Vec<(u64, Vec<u8>)>> {
+        let bs = self.settings.cache_block_size;
+        let key = pack_key(id);
+        let runs = contiguous_runs(blocks);
+        let requests: Vec<_> = runs
+            .iter()
+            .map(|(a, b)| self.get_range(&key, a * bs..((b + 1) * bs).min(size)))
+            .collect();
+        let fetched: Vec<Bytes> = futures::future::try_join_all(requests).await?;
+        let mut out = Vec::with_capacity(blocks.len());
+        for ((a, _), bytes) in runs.iter().zip(fetched) {
+            for (i, piece) in bytes.chunks(bs as usize).enumerate() {
+                let block = a + i as u64;
+                self.cache.put((id, block), piece);
+                out.push((block, piece.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetch into the cache the blocks in `first..=last` that nobody has or is fetching.
+    async fn prefetch_blocks(&self, id: PackId, size: u64, first: u64, last: u64) {
+        let wanted: Vec<u64> = (first..=last).filter(|b| !self.cache.contains(&(id, *b))).collect();
+        let (mine, _) = self.fetching.claim(id, &wanted);
+        if !mine.is_empty() {
+            // Errors are not reported here: the read that needs the block reports them.
+            let _ = self.fetch_blocks(id, size, &mine).await;
+        }
+        self.fetching.release(id, &mine);
+    }
+
+    /// A pack's index: the tail of the pack in one request (usually index and footer), or
+    /// from the index's start in a second one when the index is larger.
+    async fn read_index(&self, id: PackId, size: u64) -> Result<Vec<IndexEntry>> {
+        let key = pack_key(id);
+        let mut start = size.saturating_sub(INDEX_TAIL);
+        let mut tail = self.get_range(&key, start..size).await?;
+        if let Some(index_offset) = footer_index_offset(&tail).filter(|&o| o < start) {
+            start = index_offset;
+            tail = self.get_range(&key, start..size).await?;
+        }
+        pack::read_index_with(id, size, |offset, len| {
+            offset
+                .checked_sub(start)
+                .map(|from| from as usize)
+                .filter(|&from| from + len <= tail.len())
+                .map(|from| tail[from..from + len].to_vec())
+                .ok_or_else(|| Error::CorruptPack {
+                    pack: id,
+                    detail: "index lies outside the pack".into(),
+                })
+        })
+    }
+
+    /// Upload a sealed pack unless the store already holds it whole, then check it.
+    async fn upload_pack(&self, id: PackId, size: u64, path: &Path) -> Result<()> {
+        let key = pack_key(id);
+        match self.head(&key).await? {
+            Some(n) if n == size => bump(&self.counters.packs_already_present, 1),
+            found => {
+                if let Some(n) = found {
+                    tracing::warn!(
+                        "{} holds {n} bytes instead of {size}; uploading it again",
+                        self.location(&key)
+                    );
+                }
+                self.upload_file(&key, path, size).await?;
+                crate::crashpoint::hit("pack-after-upload");
+            }
+        }
+        self.check_pack(&key, id, size).await
+    }
+
+    /// PUT a file: in one request, or in parts when it is large.
+    async fn upload_file(&self, key: &str, path: &Path, size: u64) -> Result<()> {
+        if size <= self.settings.multipart_threshold {
+            let bytes = std::fs::read(path).map_err(Error::io_at("reading", path))?;
+            self.put(key, Bytes::from(bytes), PutMode::Overwrite).await?;
+            return Ok(());
+        }
+        let upload = self
+            .call("starting upload of", key, self.client.put_multipart(&Key::from(key)))
+            .await?
+            .ok_or_else(|| self.fail("starting upload of", key, "not found".into()))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.settings.part_size as usize);
+        match self.write_parts(&mut writer, key, path).await {
+            Ok(()) => {
+                let done = self.call("finishing upload of", key, writer.finish()).await?;
+                bump(&self.counters.put_requests, size.div_ceil(self.settings.part_size) + 2);
+                bump(&self.counters.bytes_uploaded, size);
+                done.map(|_| ())
+                    .ok_or_else(|| self.fail("finishing upload of", key, "not found".into()))
+            }
+            Err(e) => {
+                let _ = tokio::time::timeout(self.deadline(), writer.abort()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_parts(&self, writer: &mut WriteMultipart, key: &str, path: &Path) -> Result<()> {
+        let mut file = std::fs::File::open(path).map_err(Error::io_at("opening", path))?;
+        let mut buf = vec![0u8; self.settings.part_size as usize];
+        loop {
+            let n = read_full(&mut file, &mut buf).map_err(Error::io_at("reading", path))?;
+            if n == 0 {
+                return Ok(());
+            }
+            self.call("uploading", key, writer.wait_for_capacity(PARTS_IN_FLIGHT))
+                .await?;
+            writer.write(&buf[..n]);
+            if n < buf.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The store must hold `size` bytes under `key`; on the configured sample of packs
+    /// (chosen by hash, so the same packs on every run) the bytes are read back and hashed.
+    async fn check_pack(&self, key: &str, id: PackId, size: u64) -> Result<()> {
+        let bad = |detail: String| Error::UploadCheck {
+            location: self.location(key),
+            detail,
+        };
+        match self.head(key).await? {
+            None => return Err(bad("has no object there".into())),
+            Some(n) if n != size => return Err(bad(format!("holds {n} bytes instead of {size}"))),
+            Some(_) => {}
+        }
+        if !in_sample(id, self.settings.verify_read_back_percent) {
+            return Ok(());
+        }
+        let bytes = self.get(key).await?.ok_or_else(|| bad("has no object there".into()))?;
+        if bytes.len() as u64 != size || PackId::of(&bytes) != id {
+            return Err(bad(format!(
+                "returns {} bytes that do not hash to the pack's name",
+                bytes.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Read an object back and compare it with what was written.
+    async fn check_read_back(&self, key: &str, expected: &[u8]) -> Result<()> {
+        match self.get(key).await? {
+            Some(b) if b == expected => Ok(()),
+            Some(b) => Err(Error::UploadCheck {
+                location: self.location(key),
+                detail: format!(
+                    "returns {} bytes that differ from the {} written",
+                    b.len(),
+                    expected.len()
+                ),
+            }),
+            None => Err(Error::UploadCheck {
+                location: self.location(key),
+                detail: "has no object there".into(),
+            }),
+        }
+    }
+}
+
+/// Where a pack's footer says its index starts, if `tail` ends with a footer.
+fn footer_index_offset(tail: &[u8]) -> Option<u64> {
+    let footer = tail.get(tail.len().checked_sub(pack::FOOTER_LEN)?..)?;
+    (&footer[48..56] == pack::FOOTER_MAGIC).then(|| u64::from_le_bytes(footer[0..8].try_into().expect("8 bytes")))
+}
+
+/// Fill `buf` from `r` as far as it goes; returns the bytes read (less than `buf` at the end).
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Is this pack among the `percent` read back after upload?
+fn in_sample(id: PackId, percent: u32) -> bool {
+    let x = u16::from_le_bytes([id.0[0], id.0[1]]) as u32;
+    x * 100 < percent * 65536
+}
+
+/// Sorted block numbers grouped into inclusive runs of consecutive ones.
+fn contiguous_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &b in blocks {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == b => *end = b,
+            _ => runs.push((b, b)),
+        }
+    }
+    runs
+}
+
+/// Blocks being fetched right now, so that two readers of one block make one request.
+#[derive(Default)]
+struct FetchGate {
+    busy: Mutex<HashSet<BlockKey>>,
+    done: Condvar,
+}
+
+impl FetchGate {
+    /// Claim the blocks nobody is fetching; returns (claimed, already being fetched).
+    fn claim(&self, id: PackId, blocks: &[u64]) -> (Vec<u64>, Vec<u64>) {
+        let mut busy = self.busy.lock().expect("fetch gate lock");
+        blocks.iter().partition(|&&b| busy.insert((id, b)))
+    }
+
+    fn release(&self, id: PackId, blocks: &[u64]) {
+        if blocks.is_empty() {
+            return;
+        }
+        let mut busy = self.busy.lock().expect("fetch gate lock");
+        for b in blocks {
+            busy.remove(&(id, *b));
+        }
+        self.done.notify_all();
+    }
+
+    /// Wait (at most `limit`) until nobody fetches the block.
+    fn wait(&self, id: PackId, block: u64, limit: Duration) {
+        let busy = self.busy.lock().expect("fetch gate lock");
+        let _ = self
+            .done
+            .wait_timeout_while(busy, limit, |b| b.contains(&(id, block)))
+            .expect("fetch gate lock");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_and_samples() {
+        assert_eq!(contiguous_runs(&[1, 2, 3, 7, 9, 10]), vec![(1, 3), (7, 7), (9, 10)]);
+        let ids: Vec<PackId> = (0..=255u8).map(|i| PackId([i; 32])).collect();
+        assert!(ids.iter().all(|&id| in_sample(id, 100)));
+        assert!(ids.iter().all(|&id| !in_sample(id, 0)));
+        let some = ids.iter().filter(|&&id| in_sample(id, 10)).count();
+        assert!((15..=40).contains(&some), "{some} of 256 sampled at 10%");
+    }
+}
