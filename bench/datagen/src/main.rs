@@ -569,10 +569,10 @@ fn generate(root: &Path, p: Params, threads: usize) -> io::Result<Summary> {
 // Command line
 
 const USAGE: &str = "\
-usage: dsvault-datagen OUT_DIR [--scale F] [--seed N] [--version 1|2] [--threads N] [--json] [--force]
+usage: dsvault-datagen OUT_DIR [--scale F] [--seed N] [--version 1|2 | --mutate] [--threads N] [--json] [--force]
 
 Writes a deterministic ML-shaped dataset (about 2 GB at --scale 1) into OUT_DIR, which must not
-exist or be empty (--force deletes it first). --version 2 writes version 2 of the same dataset
+exist or be empty (--force deletes it first). --version 2 (or --mutate) writes version 2 of the same dataset
 (edits, deletions, additions, appended rows, a mid-file insertion) into its own OUT_DIR.
 A summary (with ideal_new_bytes for version 2) goes to OUT_DIR/../<name>.datagen.json and, with
 --json, to stdout as one JSON object.";
@@ -612,6 +612,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     v => return Err(format!("--version must be 1 or 2, not {v:?}")),
                 }
             }
+            // The ingest issue's name for "write version 2".
+            "--mutate" => params.version = 2,
             "--threads" => threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--json" => json = true,
             "--force" => force = true,
