@@ -229,12 +229,32 @@ impl OpenFile {
         VfsError::from(e)
     }
 
+    /// Log why a read fails: damaged data (a hash mismatch, a missing or short pack) is a
+    /// case for `verify`; a store that does not answer (remote) or a failing disk is not.
     fn log_damage(&self, chunk: Option<ChunkId>, e: &Error) {
+        let (what, hint) = match e {
+            Error::CorruptChunk { .. }
+            | Error::CorruptPack { .. }
+            | Error::MissingPack(_)
+            | Error::MissingChunk(_)
+            | Error::Damaged(_) => (
+                "damaged data, read refused (EIO)",
+                "`dsvault verify --read-data` lists all damage",
+            ),
+            Error::Remote { .. } => (
+                "the store is unreachable or failing, read refused (EIO)",
+                "the data is not known to be damaged; the next read asks the store again",
+            ),
+            _ => (
+                "reading the store failed, read refused (EIO)",
+                "the data is not known to be damaged; the next read tries again",
+            ),
+        };
         tracing::error!(
             dataset = %self.dataset.name,
             path = %String::from_utf8_lossy(&self.path),
             chunk = %chunk.map(|c| c.to_hex()).unwrap_or_default(),
-            "damaged data, read refused (EIO): {e}; `dsvault verify --read-data` lists all damage"
+            "{what}: {e}; {hint}"
         );
     }
 
@@ -288,43 +308,44 @@ impl OpenFile {
             };
             (from, to, advise)
         };
-        for i in from..to {
-            if !shared.cache.contains(&self.chunks[i].location.entry.chunk) {
-                prefetch.request(self, i);
+        let wanted: Vec<usize> = (from..to)
+            .filter(|&i| !shared.cache.contains(&self.chunks[i].location.entry.chunk))
+            .collect();
+        if let (Some(&a), Some(&b)) = (wanted.first(), wanted.last()) {
+            if shared.vault.store().is_remote() {
+                // Neighbouring chunks in one GET, not one GET per chunk from the prefetch
+                // threads (which then find them in the store's cache).
+                self.advise_chunks(shared, a, b + 1);
             }
+        }
+        for i in wanted {
+            prefetch.request(self, i);
         }
         if let Some((a, b)) = advise {
             self.advise(shared, a, b);
         }
     }
 
-    /// Ask the kernel to read ahead the stored bytes of the chunks covering `[a, b)`,
-    /// merging neighbours in the same pack into one request.
+    /// Ask the store to fetch ahead the stored bytes of the chunks covering `[a, b)`.
     fn advise(&self, shared: &Shared, a: u64, b: u64) {
         let first = self.chunk_index(a);
         let last = self.chunks.partition_point(|c| c.file_offset < b);
-        let mut run: Option<(crate::id::PackId, u64, u64)> = None;
-        for c in &self.chunks[first..last] {
-            let (pack, off, len) = (
-                c.location.pack,
-                c.location.entry.offset,
-                c.location.entry.stored_len as u64,
-            );
-            match &mut run {
-                Some((p, start, end)) if *p == pack && off >= *start && off <= *end + (1 << 20) => {
-                    *end = (*end).max(off + len)
-                }
-                _ => {
-                    if let Some((p, start, end)) = run.take() {
-                        shared.vault.store().advise_pack_range(p, start, end - start);
-                    }
-                    run = Some((pack, off, off + len));
-                }
-            }
-        }
-        if let Some((p, start, end)) = run {
-            shared.vault.store().advise_pack_range(p, start, end - start);
-        }
+        self.advise_chunks(shared, first, last);
+    }
+
+    /// Ask the store to fetch chunks `first..last` ahead of the reader.
+    fn advise_chunks(&self, shared: &Shared, first: usize, last: usize) {
+        let ranges: Vec<_> = self.chunks[first..last]
+            .iter()
+            .map(|c| {
+                (
+                    c.location.pack,
+                    c.location.entry.offset,
+                    c.location.entry.stored_len as u64,
+                )
+            })
+            .collect();
+        shared.vault.store().advise_chunks(&ranges);
     }
 }
 
