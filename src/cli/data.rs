@@ -20,7 +20,7 @@ pub struct CatArgs {
     dataset: DatasetRef,
     /// Path of the file inside the dataset.
     path: String,
-    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    /// Disk space for the read cache of a remote store (e.g. 512M, 4G; default 4G).
     #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
     cache_size: Option<u64>,
 }
@@ -30,7 +30,7 @@ pub struct ExportArgs {
     dataset: DatasetRef,
     /// A new (or empty) folder to write the dataset into.
     dest: PathBuf,
-    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    /// Disk space for the read cache of a remote store (e.g. 512M, 4G; default 4G).
     #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
     cache_size: Option<u64>,
 }
