@@ -77,8 +77,9 @@ pub struct RemoteConfig {
     /// Percentage of uploaded packs read back in full and re-hashed before the dataset is
     /// sealed (every upload's size is checked regardless); 100 checks all.
     pub verify_read_back_percent: u32,
-    /// Remote reads fetch and cache whole blocks of this many bytes.
-    pub cache_block_size: u64,
+    /// Reads fetch and cache exactly the chunks they need; a prefetch (sequential readers)
+    /// fetches neighbouring chunks of a pack together, in GETs of at most this many bytes.
+    pub max_get_size: u64,
     /// One HTTP request may take this long.
     pub request_timeout_secs: u64,
     /// Retries of a failing request (with exponential backoff) stop after this many seconds
@@ -94,7 +95,7 @@ impl Default for RemoteConfig {
             multipart_threshold: 16 << 20,
             part_size: 8 << 20,
             verify_read_back_percent: 10,
-            cache_block_size: 256 << 10,
+            max_get_size: 4 << 20,
             request_timeout_secs: 30,
             retry_timeout_secs: 60,
             max_retries: 5,
@@ -194,8 +195,8 @@ impl RemoteConfig {
         if self.verify_read_back_percent > 100 {
             return Err("remote.verify_read_back_percent must be 0 to 100".into());
         }
-        if !(4096..=64 << 20).contains(&self.cache_block_size) {
-            return Err("remote.cache_block_size must be 4 KiB to 64 MiB".into());
+        if !(64 << 10..=256 << 20).contains(&self.max_get_size) {
+            return Err("remote.max_get_size must be 64 KiB to 256 MiB".into());
         }
         if self.request_timeout_secs == 0 || self.retry_timeout_secs == 0 {
             return Err("remote timeouts must be at least one second".into());

@@ -148,14 +148,25 @@ fn ingest_then_sync_into_an_empty_vault_exports_the_same_bytes() {
     let out = tmp.path().join("out");
     let mut export = b.cmd();
     export.args(["--json", "export", "imgs@v1"]).arg(&out);
-    run_cmd(export).ok();
+    let exported = run_cmd(export).ok().json();
     assert_same_tree(&src, &out);
+    // Every chunk fetched once, exactly its stored bytes (the packs hold besides only their
+    // index, 56 bytes a chunk, and a footer), neighbours in a pack together.
+    let (fetched, stored) = (num(&exported["remote"], "bytes_fetched"), num(&report, "stored_bytes"));
+    assert!(
+        fetched <= stored && stored - fetched <= 56 * num(&report, "new_chunks") + 4096,
+        "fetched {fetched} of {stored} stored bytes: {exported}"
+    );
+    assert!(
+        num(&exported["remote"], "get_requests") < num(&report, "new_chunks"),
+        "{exported} {report}"
+    );
     assert_eq!(b.verify(false)["ok"], Value::Bool(true));
     let full = b.verify(true);
     assert_eq!(full["ok"], Value::Bool(true), "{full}");
     assert!(num(&full["report"], "bytes_read") > 20 << 20);
     assert!(
-        fs::read_dir(b.vault.dir.join("cache/blocks")).unwrap().count() > 0,
+        fs::read_dir(b.vault.dir.join("cache/extents")).unwrap().count() > 0,
         "export read nothing through the cache"
     );
 }
@@ -436,12 +447,22 @@ fn a_mount_reads_through_the_cache_and_gives_eio_when_the_store_is_gone() {
             .unwrap();
         assert_eq!(got, fs::read(src.join(f)).unwrap(), "{f}");
     }
-    let cached: u64 = fs::read_dir(b.vault.dir.join("cache/blocks"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    // The cache holds exactly the chunks read: extents named `<pack>-<offset>-<len>`, each
+    // file its bytes plus a 32-byte hash; no rounding up to blocks, nothing around them.
+    let mut cached = 0u64;
+    for e in fs::read_dir(b.vault.dir.join("cache/extents")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        let len: u64 = name.rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(e.metadata().unwrap().len(), len + 32, "{name}");
+        cached += len;
+    }
+    let read = fs::metadata(src.join("rows.csv")).unwrap().len() + 300_000;
     assert!(cached > 0, "nothing was cached");
-    assert!(cached < 4 << 20, "reading two small files cached {cached} bytes");
+    assert!(
+        cached <= read,
+        "reading {read} bytes of two files cached {cached} bytes"
+    );
     moto.kill();
     let err = read_with_timeout(&mp.join("big.bin"), Duration::from_secs(60))
         .expect("a read with the store gone hung instead of failing")
@@ -451,5 +472,9 @@ fn a_mount_reads_through_the_cache_and_gives_eio_when_the_store_is_gone() {
     assert!(
         stderr.contains("store request failed") && stderr.contains("s3://dsv/team/vault/packs/"),
         "no log line names the unreachable store: {stderr}"
+    );
+    assert!(
+        stderr.contains("the store is unreachable or failing") && !stderr.contains("damaged data"),
+        "a dead store is not damaged data: {stderr}"
     );
 }

@@ -20,7 +20,7 @@ pub struct CatArgs {
     dataset: DatasetRef,
     /// Path of the file inside the dataset.
     path: String,
-    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    /// Disk space for the read cache of a remote store (e.g. 512M, 4G; default 4G).
     #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
     cache_size: Option<u64>,
 }
@@ -30,7 +30,7 @@ pub struct ExportArgs {
     dataset: DatasetRef,
     /// A new (or empty) folder to write the dataset into.
     dest: PathBuf,
-    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    /// Disk space for the read cache of a remote store (e.g. 512M, 4G; default 4G).
     #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
     cache_size: Option<u64>,
 }
@@ -47,7 +47,6 @@ pub struct VerifyArgs {
 pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
     let vault = g.open_vault()?;
     apply_cache_size(&vault, a.cache_size);
-    vault.store().set_sequential_readahead(true);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     export::cat(&vault, &a.dataset, &a.path, &mut out).with_context(|| format!("reading {}:{}", a.dataset, a.path))?;
@@ -58,7 +57,6 @@ pub fn cat(g: &Globals, a: CatArgs) -> Result<i32> {
 pub fn export(g: &Globals, a: ExportArgs) -> Result<i32> {
     let vault = g.open_vault()?;
     apply_cache_size(&vault, a.cache_size);
-    vault.store().set_sequential_readahead(true);
     let bar = Bar::new(g, "export");
     let mut r = export::export(&vault, &a.dataset, &a.dest, &bar)
         .with_context(|| format!("exporting {} to {}", a.dataset, a.dest.display()))?;

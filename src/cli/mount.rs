@@ -43,7 +43,7 @@ pub struct MountArgs {
     /// request (a single dataset is always mounted read-only).
     #[arg(long)]
     read_only: bool,
-    /// Disk space for the block cache of a remote store (e.g. 512M, 4G; default 4G).
+    /// Disk space for the read cache of a remote store (e.g. 512M, 4G; default 4G).
     #[arg(long, value_name = "SIZE", value_parser = super::remote::parse_size)]
     cache_size: Option<u64>,
 }

@@ -49,7 +49,7 @@ pub fn with_remote_stats<T: Serialize>(vault: &Vault, report: &T) -> Result<serd
     Ok(value)
 }
 
-/// Apply `--cache-size` (when given) to a remote vault's block cache.
+/// Apply `--cache-size` (when given) to a remote vault's read cache.
 pub fn apply_cache_size(vault: &Vault, size: Option<u64>) {
     if let Some(bytes) = size {
         vault.store().set_cache_capacity(bytes);

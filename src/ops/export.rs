@@ -33,6 +33,9 @@ pub struct ExportReport {
     pub bytes: u64,
 }
 
+/// Stored bytes a remote store is asked to fetch ahead of `export` and `cat`, per file.
+const FETCH_AHEAD: u64 = 16 << 20;
+
 /// Stream a file's verified bytes to `out`; returns bytes written.
 pub fn write_content(
     store: &Store,
@@ -49,8 +52,28 @@ pub fn write_content(
         Error::Damaged(format!("{}:{path}: {e}; the file cannot be read until the pack is repaired (`dsvault verify --read-data` lists all damage)", dataset.name))
     };
     let mut written = 0u64;
-    for c in catalog.content_chunks(content_id)? {
-        let loc = catalog.chunk_location(c.chunk).map_err(damaged)?;
+    let locations = catalog
+        .content_chunks(content_id)?
+        .iter()
+        .map(|c| catalog.chunk_location(c.chunk))
+        .collect::<Result<Vec<_>>>()
+        .map_err(damaged)?;
+    // A remote store fetches the next chunks while this one is written: neighbours in a pack
+    // in one GET, several GETs at once.
+    let remote = store.is_remote();
+    let (mut advised, mut ahead) = (0, 0u64);
+    for loc in &locations {
+        if remote && ahead < FETCH_AHEAD / 2 && advised < locations.len() {
+            let mut ranges = Vec::new();
+            while advised < locations.len() && ahead < FETCH_AHEAD {
+                let e = &locations[advised].entry;
+                ranges.push((locations[advised].pack, e.offset, e.stored_len as u64));
+                ahead += e.stored_len as u64;
+                advised += 1;
+            }
+            store.advise_chunks(&ranges);
+        }
+        ahead = ahead.saturating_sub(loc.entry.stored_len as u64);
         let bytes = store.read_chunk(loc.pack, &loc.entry).map_err(damaged)?;
         out.write_all(&bytes)
             .map_err(|e| Error::io("writing", Path::new(&path), e))?;

@@ -3,13 +3,13 @@
 //! Owns: the one `Store` type the rest of the library talks to, and which backend serves a
 //! store URL. `file://` is [`local::LocalStore`], a folder read with positional reads;
 //! `s3://`, `gs://` and `az://` are [`remote::RemoteStore`], an `object_store` client with
-//! its own tokio runtime and an on-disk cache of pack byte ranges. Both keep the same layout
+//! its own tokio runtime and an on-disk cache of the pack byte ranges (chunks) it read. Both keep the same layout
 //! (`packs/<2 hex>/<hash>.pack`, `manifests/<root>.json`, `refs/<kind>/<name>/<version>`)
 //! and the same guarantees: objects are immutable, a pack is visible only whole, a ref is
 //! created once and never rewritten.
 //! Never: interprets chunk bytes or touches the catalog.
 
-mod blocks;
+mod extents;
 mod local;
 mod remote;
 mod url;
@@ -119,15 +119,6 @@ impl Store {
         }
     }
 
-    /// Let a remote store fetch ahead of sequential readers that do not say what comes next
-    /// (`export`, `cat`); the mount announces its own read-ahead with
-    /// [`Store::advise_pack_range`].
-    pub fn set_sequential_readahead(&self, on: bool) {
-        if let Some(r) = self.remote() {
-            r.set_sequential_readahead(on);
-        }
-    }
-
     /// How many packs may be on their way into the store at once (1 for a local store,
     /// where publishing is a rename).
     pub fn puts_in_flight(&self) -> usize {
@@ -176,12 +167,34 @@ impl Store {
         }
     }
 
-    /// Start fetching `len` bytes at `offset` of a pack ahead of a reader and return at once
-    /// (errors are ignored: the read itself reports them).
-    pub fn advise_pack_range(&self, id: PackId, offset: u64, len: u64) {
+    /// Start fetching the stored bytes of chunks, `(pack, offset, stored length)` in the
+    /// order they will be read, ahead of a reader, and return at once (errors are ignored:
+    /// the read itself reports them). A local store asks the kernel to read them into its
+    /// page cache, neighbours within 1 MiB of each other in one range; a remote store fetches
+    /// them into its cache, chunks that follow each other in a pack in one GET, so the later
+    /// [`Store::read_chunk`]s of exactly these ranges find them there.
+    pub fn advise_chunks(&self, chunks: &[(PackId, u64, u64)]) {
         match &self.backend {
-            Backend::Local(l) => l.advise_pack_range(id, offset, len),
-            Backend::Remote(r) => r.prefetch(id, offset, len),
+            Backend::Local(l) => {
+                let mut run: Option<(PackId, u64, u64)> = None;
+                for &(pack, off, len) in chunks {
+                    match &mut run {
+                        Some((p, start, end)) if *p == pack && off >= *start && off <= *end + (1 << 20) => {
+                            *end = (*end).max(off + len)
+                        }
+                        _ => {
+                            if let Some((p, start, end)) = run.take() {
+                                l.advise_pack_range(p, start, end - start);
+                            }
+                            run = Some((pack, off, off + len));
+                        }
+                    }
+                }
+                if let Some((p, start, end)) = run {
+                    l.advise_pack_range(p, start, end - start);
+                }
+            }
+            Backend::Remote(r) => r.prefetch(chunks),
         }
     }
 

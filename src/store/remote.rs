@@ -4,9 +4,9 @@
 //! Owns: the tokio runtime that drives the `object_store` client (the rest of the library
 //! stays synchronous and blocks on it); uploads of sealed packs (whole or multipart, several
 //! at once) and their checks (HEAD size always, full read-back and blake3 on a sample or all
-//! of them); create-only refs; ranged reads of pack blocks through the on-disk
-//! [`BlockCache`], with several missing blocks fetched at once, read-ahead for sequential
-//! readers and prefetch on request; bounded waits: every request has a timeout and a
+//! of them); create-only refs; ranged reads of exactly the pack bytes asked for (a chunk)
+//! through the on-disk [`ExtentCache`], and prefetch on request of many chunks, neighbours
+//! in a pack coalesced into one GET, several GETs at once; bounded waits: every request has a timeout and a
 //! bounded number of retries with backoff (`object_store`'s), and every operation an
 //! overall deadline, so an unreachable store fails with an error and a log line instead of
 //! hanging.
@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use serde::Serialize;
 
-use super::blocks::{BlockCache, BlockKey};
+use super::extents::{ExtentCache, ExtentKey};
 use super::{manifest_key, pack_key, parse_ref, ref_key, RefOutcome, StoreUrl, StoredRef};
 use crate::config::RemoteConfig;
 use crate::error::{Error, Result};
@@ -35,8 +35,8 @@ use crate::pack::{self, IndexEntry, SealedPack};
 
 /// Default bound of the on-disk cache until the command sets one (`--cache-size`).
 pub const DEFAULT_CACHE_BYTES: u64 = 4 << 30;
-/// Blocks fetched ahead of a sequential reader that gives no hints (`export`, `cat`).
-const READAHEAD_BLOCKS: u64 = 8;
+/// Prefetch GETs in flight at once (each up to `max_get_size`).
+const PREFETCH_REQUESTS: usize = 8;
 /// Requests run at once for listings, index reads and the like.
 const PARALLEL_REQUESTS: usize = 16;
 /// Parts of one multipart upload in flight at once.
@@ -83,13 +83,12 @@ struct Inner {
     client: Arc<dyn ObjectStore>,
     url: StoreUrl,
     settings: RemoteConfig,
-    cache: BlockCache,
+    cache: ExtentCache,
     /// Sizes of packs seen (a pack never changes size).
     sizes: Mutex<HashMap<PackId, u64>>,
     fetching: FetchGate,
-    readahead: AtomicBool,
-    /// Last block read per pack, to notice sequential readers.
-    last_block: Mutex<HashMap<PackId, u64>>,
+    /// Bounds the prefetch GETs in flight.
+    prefetch_slots: tokio::sync::Semaphore,
     counters: Counters,
 }
 
@@ -131,11 +130,10 @@ impl RemoteStore {
                 client,
                 url: url.clone(),
                 settings: *settings,
-                cache: BlockCache::open(cache_dir, DEFAULT_CACHE_BYTES),
+                cache: ExtentCache::open(cache_dir, DEFAULT_CACHE_BYTES),
                 sizes: Mutex::new(HashMap::new()),
                 fetching: FetchGate::default(),
-                readahead: AtomicBool::new(false),
-                last_block: Mutex::new(HashMap::new()),
+                prefetch_slots: tokio::sync::Semaphore::new(PREFETCH_REQUESTS),
                 counters: Counters::default(),
             }),
         })
@@ -147,10 +145,6 @@ impl RemoteStore {
 
     pub fn set_cache_capacity(&self, bytes: u64) {
         self.inner.cache.set_capacity(bytes);
-    }
-
-    pub fn set_sequential_readahead(&self, on: bool) {
-        self.inner.readahead.store(on, Ordering::Relaxed);
     }
 
     pub fn uploads_in_flight(&self) -> usize {
@@ -257,7 +251,9 @@ impl RemoteStore {
         self.rt.block_on(self.inner.delete(&pack_key(id)))
     }
 
-    /// `len` bytes at `offset` of a pack, from cached blocks and ranged GETs of the rest.
+    /// `len` bytes at `offset` of a pack: from the cache when exactly this extent is there
+    /// (or being prefetched: then it is waited for), else with one ranged GET of exactly
+    /// these bytes, which are then cached.
     pub fn read_pack_range(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
@@ -271,94 +267,55 @@ impl RemoteStore {
                 detail: format!("truncated: no bytes at {offset}+{len} (the pack holds {size})"),
             });
         }
-        let bs = inner.settings.cache_block_size;
-        let (first, last) = (offset / bs, (end - 1) / bs);
-        let blocks = self.blocks(id, size, first, last)?;
-        let mut out = Vec::with_capacity(len);
-        for (i, block) in blocks.iter().enumerate() {
-            let start = (first + i as u64) * bs;
-            let from = offset.saturating_sub(start) as usize;
-            let to = ((end - start) as usize).min(block.len());
-            out.extend_from_slice(&block[from..to]);
+        let key = (id, offset, len as u64);
+        if let Some(bytes) = inner.cache.get(&key) {
+            bump(&inner.counters.cache_hits, 1);
+            return Ok(bytes);
         }
-        self.read_ahead(id, size, first, last);
-        Ok(out)
+        if inner.fetching.claim(&[key]).is_empty() {
+            // A prefetch is fetching it: wait for that, then fetch here only if it failed
+            // (or the extent was evicted at once).
+            inner.fetching.wait(key, inner.deadline());
+            if let Some(bytes) = inner.cache.get(&key) {
+                bump(&inner.counters.cache_hits, 1);
+                return Ok(bytes);
+            }
+            return self
+                .rt
+                .block_on(inner.fetch_run(&[key]))?
+                .pop()
+                .ok_or_else(|| inner.fail("reading", &pack_key(id), "a fetch returned no bytes".into()));
+        }
+        let fetched = self.rt.block_on(inner.fetch_run(&[key]));
+        inner.fetching.release(&[key]);
+        fetched?
+            .pop()
+            .ok_or_else(|| inner.fail("reading", &pack_key(id), "a fetch returned no bytes".into()))
     }
 
-    /// Blocks `first..=last` of a pack: cached ones from disk, the others fetched (several at
-    /// once); a block another thread is already fetching is waited for, not fetched twice.
-    fn blocks(&self, id: PackId, size: u64, first: u64, last: u64) -> Result<Vec<Vec<u8>>> {
+    /// Fetch into the cache, in the background, the extents `(pack, offset, len)` that are
+    /// neither cached nor being fetched: extents that follow each other in a pack in one GET
+    /// (up to `max_get_size`), several GETs at once. Extents are claimed before this returns,
+    /// so a reader that asks for one of them next waits for its GET instead of making another.
+    pub fn prefetch(&self, extents: &[ExtentKey]) {
         let inner = &self.inner;
-        let mut got: Vec<Option<Vec<u8>>> = (first..=last).map(|b| inner.cache.get(&(id, b))).collect();
-        bump(&inner.counters.cache_hits, got.iter().flatten().count() as u64);
-        let missing: Vec<u64> = (first..=last).filter(|b| got[(b - first) as usize].is_none()).collect();
-        if missing.is_empty() {
-            return Ok(got.into_iter().flatten().collect());
-        }
-        let (mine, theirs) = inner.fetching.claim(id, &missing);
-        let fetched = self.rt.block_on(inner.fetch_blocks(id, size, &mine));
-        inner.fetching.release(id, &mine);
-        for (b, bytes) in fetched? {
-            got[(b - first) as usize] = Some(bytes);
-        }
-        for b in theirs {
-            inner.fetching.wait(id, b, inner.deadline());
-            let bytes = match inner.cache.get(&(id, b)) {
-                Some(bytes) => bytes,
-                // The other fetch failed, or the block was evicted at once: fetch it here.
-                None => {
-                    self.rt
-                        .block_on(inner.fetch_blocks(id, size, &[b]))?
-                        .pop()
-                        .expect("one block fetched")
-                        .1
-                }
-            };
-            got[(b - first) as usize] = Some(bytes);
-        }
-        Ok(got.into_iter().map(|b| b.expect("every block read")).collect())
-    }
-
-    /// Fetch into the cache, in the background, the blocks of `len` bytes at `offset` that
-    /// are neither cached nor being fetched.
-    pub fn prefetch(&self, id: PackId, offset: u64, len: u64) {
-        if len == 0 {
-            return;
-        }
-        let inner = self.inner.clone();
-        self.rt.spawn(async move {
-            let Ok(Some(size)) = inner.pack_size(id).await else {
-                return;
-            };
-            let bs = inner.settings.cache_block_size;
-            let end = (offset + len).min(size);
-            if offset >= end {
-                return;
-            }
-            inner.prefetch_blocks(id, size, offset / bs, (end - 1) / bs).await;
-        });
-    }
-
-    /// After a read of blocks `first..=last`: if this pack is being read sequentially and
-    /// read-ahead is on, prefetch the next blocks.
-    fn read_ahead(&self, id: PackId, size: u64, first: u64, last: u64) {
-        if !self.inner.readahead.load(Ordering::Relaxed) {
-            return;
-        }
-        let sequential = {
-            let mut seen = self.inner.last_block.lock().expect("last block lock");
-            if seen.len() > 1024 {
-                seen.clear();
-            }
-            let prev = seen.insert(id, last);
-            prev.is_some_and(|p| first == p || first == p + 1)
-        };
-        let blocks = size.div_ceil(self.inner.settings.cache_block_size);
-        if sequential && last + 1 < blocks {
-            let inner = self.inner.clone();
-            let to = (last + READAHEAD_BLOCKS).min(blocks - 1);
-            self.rt
-                .spawn(async move { inner.prefetch_blocks(id, size, last + 1, to).await });
+        let mut wanted: Vec<ExtentKey> = extents
+            .iter()
+            .filter(|k| k.2 > 0 && !inner.cache.contains(k))
+            .copied()
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mine = inner.fetching.claim(&wanted);
+        for run in coalesce(&mine, inner.settings.max_get_size) {
+            let inner = inner.clone();
+            self.rt.spawn(async move {
+                let permit = inner.prefetch_slots.acquire().await;
+                // Errors are not reported here: the read that needs the extent reports them.
+                let _ = inner.fetch_run(&run).await;
+                drop(permit);
+                inner.fetching.release(&run);
+            });
         }
     }
 
@@ -611,37 +568,21 @@ impl Inner {
         Ok(size)
     }
 
-    /// Fetch blocks of a pack (contiguous ones in one request, runs concurrently), keep them
-    /// in the cache and return them.
-    async fn fetch_blocks(&self, id: PackId, size: u64, blocks: &[u64]) -> Result<Vec<(u64, Vec<u8>)>> {
-        let bs = self.settings.cache_block_size;
-        let key = pack_key(id);
-        let runs = contiguous_runs(blocks);
-        let requests: Vec<_> = runs
-            .iter()
-            .map(|(a, b)| self.get_range(&key, a * bs..((b + 1) * bs).min(size)))
-            .collect();
-        let fetched: Vec<Bytes> = futures::future::try_join_all(requests).await?;
-        let mut out = Vec::with_capacity(blocks.len());
-        for ((a, _), bytes) in runs.iter().zip(fetched) {
-            for (i, piece) in bytes.chunks(bs as usize).enumerate() {
-                let block = a + i as u64;
-                self.cache.put((id, block), piece);
-                out.push((block, piece.to_vec()));
-            }
+    /// Fetch extents of one pack that follow each other without gaps, in one request; keep
+    /// each in the cache and return them.
+    async fn fetch_run(&self, run: &[ExtentKey]) -> Result<Vec<Vec<u8>>> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(Vec::new());
+        };
+        let bytes = self.get_range(&pack_key(first.0), first.1..last.1 + last.2).await?;
+        let mut out = Vec::with_capacity(run.len());
+        for key in run {
+            let from = (key.1 - first.1) as usize;
+            let piece = &bytes[from..from + key.2 as usize];
+            self.cache.put(*key, piece);
+            out.push(piece.to_vec());
         }
         Ok(out)
-    }
-
-    /// Fetch into the cache the blocks in `first..=last` that nobody has or is fetching.
-    async fn prefetch_blocks(&self, id: PackId, size: u64, first: u64, last: u64) {
-        let wanted: Vec<u64> = (first..=last).filter(|b| !self.cache.contains(&(id, *b))).collect();
-        let (mine, _) = self.fetching.claim(id, &wanted);
-        if !mine.is_empty() {
-            // Errors are not reported here: the read that needs the block reports them.
-            let _ = self.fetch_blocks(id, size, &mine).await;
-        }
-        self.fetching.release(id, &mine);
     }
 
     /// A pack's index: the tail of the pack in one request (usually index and footer), or
@@ -801,49 +742,58 @@ fn in_sample(id: PackId, percent: u32) -> bool {
     x * 100 < percent * 65536
 }
 
-/// Sorted block numbers grouped into inclusive runs of consecutive ones.
-fn contiguous_runs(blocks: &[u64]) -> Vec<(u64, u64)> {
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for &b in blocks {
+/// Sorted extents grouped into runs that follow each other in one pack without a gap, each
+/// run at most `max_bytes` long (or one extent, when that alone is longer).
+fn coalesce(extents: &[ExtentKey], max_bytes: u64) -> Vec<Vec<ExtentKey>> {
+    let mut runs: Vec<Vec<ExtentKey>> = Vec::new();
+    let mut run_bytes = 0;
+    for &e in extents {
         match runs.last_mut() {
-            Some((_, end)) if *end + 1 == b => *end = b,
-            _ => runs.push((b, b)),
+            Some(run) if run.last().is_some_and(|p| p.0 == e.0 && p.1 + p.2 == e.1) && run_bytes + e.2 <= max_bytes => {
+                run.push(e);
+                run_bytes += e.2;
+            }
+            _ => {
+                runs.push(vec![e]);
+                run_bytes = e.2;
+            }
         }
     }
     runs
 }
 
-/// Blocks being fetched right now, so that two readers of one block make one request.
+/// Extents being fetched right now, so that a reader waits for a prefetch of its extent
+/// instead of making a second request.
 #[derive(Default)]
 struct FetchGate {
-    busy: Mutex<HashSet<BlockKey>>,
+    busy: Mutex<HashSet<ExtentKey>>,
     done: Condvar,
 }
 
 impl FetchGate {
-    /// Claim the blocks nobody is fetching; returns (claimed, already being fetched).
-    fn claim(&self, id: PackId, blocks: &[u64]) -> (Vec<u64>, Vec<u64>) {
+    /// Claim the extents nobody is fetching; returns those claimed.
+    fn claim(&self, extents: &[ExtentKey]) -> Vec<ExtentKey> {
         let mut busy = self.busy.lock().expect("fetch gate lock");
-        blocks.iter().partition(|&&b| busy.insert((id, b)))
+        extents.iter().copied().filter(|&e| busy.insert(e)).collect()
     }
 
-    fn release(&self, id: PackId, blocks: &[u64]) {
-        if blocks.is_empty() {
+    fn release(&self, extents: &[ExtentKey]) {
+        if extents.is_empty() {
             return;
         }
         let mut busy = self.busy.lock().expect("fetch gate lock");
-        for b in blocks {
-            busy.remove(&(id, *b));
+        for e in extents {
+            busy.remove(e);
         }
         self.done.notify_all();
     }
 
-    /// Wait (at most `limit`) until nobody fetches the block.
-    fn wait(&self, id: PackId, block: u64, limit: Duration) {
+    /// Wait (at most `limit`) until nobody fetches the extent.
+    fn wait(&self, extent: ExtentKey, limit: Duration) {
         let busy = self.busy.lock().expect("fetch gate lock");
         let _ = self
             .done
-            .wait_timeout_while(busy, limit, |b| b.contains(&(id, block)))
+            .wait_timeout_while(busy, limit, |b| b.contains(&extent))
             .expect("fetch gate lock");
     }
 }
@@ -854,7 +804,29 @@ mod tests {
 
     #[test]
     fn runs_and_samples() {
-        assert_eq!(contiguous_runs(&[1, 2, 3, 7, 9, 10]), vec![(1, 3), (7, 7), (9, 10)]);
+        let (a, b) = (PackId([1; 32]), PackId([2; 32]));
+        let runs = coalesce(
+            &[
+                (a, 0, 10),
+                (a, 10, 5),
+                (a, 15, 10),
+                (a, 30, 5),
+                (b, 35, 5),
+                (b, 40, 20),
+                (b, 60, 1),
+            ],
+            25,
+        );
+        assert_eq!(
+            runs,
+            vec![
+                vec![(a, 0, 10), (a, 10, 5), (a, 15, 10)], // adjacent, 25 bytes
+                vec![(a, 30, 5)],                          // a gap before it
+                vec![(b, 35, 5), (b, 40, 20)],             // another pack
+                vec![(b, 60, 1)],                          // would make the run 26 bytes
+            ]
+        );
+        assert_eq!(coalesce(&[(a, 0, 100)], 25), vec![vec![(a, 0, 100)]]);
         let ids: Vec<PackId> = (0..=255u8).map(|i| PackId([i; 32])).collect();
         assert!(ids.iter().all(|&id| in_sample(id, 100)));
         assert!(ids.iter().all(|&id| !in_sample(id, 0)));

@@ -17,7 +17,7 @@ use super::nodes::Node;
 use super::{DatasetInfo, ReadBytes, Shared, VfsError, VfsResult};
 use crate::catalog::{ChunkLocation, Entry, EntryKind, LaidOutChunk};
 use crate::error::{Error, Result};
-use crate::id::ChunkId;
+use crate::id::{ChunkId, PackId};
 use crate::pack::{self, Codec};
 use crate::store::Store;
 
@@ -179,6 +179,11 @@ fn read_file(
     let first = file.chunk_index(offset);
     let last = file.chunk_index(end - 1);
     file.read_ahead(shared, prefetch, offset, end, last);
+    if shared.vault.store().is_remote() {
+        for i in first..=last {
+            prefetch.follow_pack(shared, file, i);
+        }
+    }
     if first == last {
         let chunk = file.chunk(shared, first)?;
         let start = (offset - file.chunks[first].file_offset) as usize;
@@ -229,12 +234,32 @@ impl OpenFile {
         VfsError::from(e)
     }
 
+    /// Log why a read fails: damaged data (a hash mismatch, a missing or short pack) is a
+    /// case for `verify`; a store that does not answer (remote) or a failing disk is not.
     fn log_damage(&self, chunk: Option<ChunkId>, e: &Error) {
+        let (what, hint) = match e {
+            Error::CorruptChunk { .. }
+            | Error::CorruptPack { .. }
+            | Error::MissingPack(_)
+            | Error::MissingChunk(_)
+            | Error::Damaged(_) => (
+                "damaged data, read refused (EIO)",
+                "`dsvault verify --read-data` lists all damage",
+            ),
+            Error::Remote { .. } => (
+                "the store is unreachable or failing, read refused (EIO)",
+                "the data is not known to be damaged; the next read asks the store again",
+            ),
+            _ => (
+                "reading the store failed, read refused (EIO)",
+                "the data is not known to be damaged; the next read tries again",
+            ),
+        };
         tracing::error!(
             dataset = %self.dataset.name,
             path = %String::from_utf8_lossy(&self.path),
             chunk = %chunk.map(|c| c.to_hex()).unwrap_or_default(),
-            "damaged data, read refused (EIO): {e}; `dsvault verify --read-data` lists all damage"
+            "{what}: {e}; {hint}"
         );
     }
 
@@ -288,43 +313,44 @@ impl OpenFile {
             };
             (from, to, advise)
         };
-        for i in from..to {
-            if !shared.cache.contains(&self.chunks[i].location.entry.chunk) {
-                prefetch.request(self, i);
+        let wanted: Vec<usize> = (from..to)
+            .filter(|&i| !shared.cache.contains(&self.chunks[i].location.entry.chunk))
+            .collect();
+        if let (Some(&a), Some(&b)) = (wanted.first(), wanted.last()) {
+            if shared.vault.store().is_remote() {
+                // Neighbouring chunks in one GET, not one GET per chunk from the prefetch
+                // threads (which then find them in the store's cache).
+                self.advise_chunks(shared, a, b + 1);
             }
+        }
+        for i in wanted {
+            prefetch.request(self, i);
         }
         if let Some((a, b)) = advise {
             self.advise(shared, a, b);
         }
     }
 
-    /// Ask the kernel to read ahead the stored bytes of the chunks covering `[a, b)`,
-    /// merging neighbours in the same pack into one request.
+    /// Ask the store to fetch ahead the stored bytes of the chunks covering `[a, b)`.
     fn advise(&self, shared: &Shared, a: u64, b: u64) {
         let first = self.chunk_index(a);
         let last = self.chunks.partition_point(|c| c.file_offset < b);
-        let mut run: Option<(crate::id::PackId, u64, u64)> = None;
-        for c in &self.chunks[first..last] {
-            let (pack, off, len) = (
-                c.location.pack,
-                c.location.entry.offset,
-                c.location.entry.stored_len as u64,
-            );
-            match &mut run {
-                Some((p, start, end)) if *p == pack && off >= *start && off <= *end + (1 << 20) => {
-                    *end = (*end).max(off + len)
-                }
-                _ => {
-                    if let Some((p, start, end)) = run.take() {
-                        shared.vault.store().advise_pack_range(p, start, end - start);
-                    }
-                    run = Some((pack, off, off + len));
-                }
-            }
-        }
-        if let Some((p, start, end)) = run {
-            shared.vault.store().advise_pack_range(p, start, end - start);
-        }
+        self.advise_chunks(shared, first, last);
+    }
+
+    /// Ask the store to fetch chunks `first..last` ahead of the reader.
+    fn advise_chunks(&self, shared: &Shared, first: usize, last: usize) {
+        let ranges: Vec<_> = self.chunks[first..last]
+            .iter()
+            .map(|c| {
+                (
+                    c.location.pack,
+                    c.location.entry.offset,
+                    c.location.entry.stored_len as u64,
+                )
+            })
+            .collect();
+        shared.vault.store().advise_chunks(&ranges);
     }
 }
 
@@ -346,11 +372,44 @@ fn load_chunk(store: &Store, loc: &ChunkLocation) -> Result<Vec<u8>> {
     Ok(stored)
 }
 
-/// Background threads that load chunks ahead of sequential readers into the cache.
+/// Background threads that load chunks ahead of sequential readers into the cache, and
+/// (remote stores) the readers that go through a pack file after file.
 pub(crate) struct Prefetcher {
     tx: Option<Sender<(Arc<OpenFile>, usize)>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    streams: Mutex<PackStreams>,
 }
+
+/// Readers going through a pack in the order of its chunks, across files (`cp -r`, `tar c`,
+/// a training loader walking a folder: files are packed in the order they were ingested).
+/// Each file's own read-ahead stops at its end, so on a remote store each small file would
+/// cost a request of its own; a stream that has read on into a third file in a row gets the
+/// pack's next chunks fetched ahead (2 MiB, doubling with every further file up to 16 MiB),
+/// in a few coalesced GETs. A random reader almost never reads three files in pack order, so
+/// it fetches nothing it does not read.
+#[derive(Default)]
+struct PackStreams {
+    /// (pack, where the last chunk read ended) → the stream reading on from there.
+    cursors: HashMap<(PackId, u64), Stream>,
+    /// (offset, stored length) of the chunks of packs being streamed, by offset.
+    layouts: HashMap<PackId, Arc<Vec<(u64, u64)>>>,
+}
+
+#[derive(Clone, Copy)]
+struct Stream {
+    /// Files read in a row (in pack order).
+    files: u32,
+    /// The file read last (its address, as an identity).
+    file: usize,
+    /// Pack offset up to which chunks were asked for.
+    advised_upto: u64,
+}
+
+const PACK_AHEAD_MIN: u64 = 2 << 20;
+const PACK_AHEAD_MAX: u64 = 16 << 20;
+/// Streams and pack layouts remembered (beyond: forgotten, which only restarts read-ahead).
+const STREAMS_MAX: usize = 4096;
+const LAYOUTS_MAX: usize = 64;
 
 /// Queued prefetch requests beyond which new ones are dropped (the reader loads them itself).
 const PREFETCH_QUEUE: usize = 64;
@@ -361,6 +420,7 @@ impl Prefetcher {
             return Prefetcher {
                 tx: None,
                 threads: Vec::new(),
+                streams: Mutex::default(),
             };
         }
         let (tx, rx) = crossbeam_channel::bounded(PREFETCH_QUEUE);
@@ -373,7 +433,81 @@ impl Prefetcher {
                     .expect("spawning a prefetch thread")
             })
             .collect();
-        Prefetcher { tx: Some(tx), threads }
+        Prefetcher {
+            tx: Some(tx),
+            threads,
+            streams: Mutex::default(),
+        }
+    }
+
+    /// Note that a reader of `file` reached its chunk `i`; when that continues a stream
+    /// through the chunk's pack into a third file or further, fetch the pack's next chunks.
+    fn follow_pack(&self, shared: &Shared, file: &Arc<OpenFile>, i: usize) {
+        let loc = file.chunks[i].location;
+        let (pack, off) = (loc.pack, loc.entry.offset);
+        let end = off + loc.entry.stored_len as u64;
+        let me = Arc::as_ptr(file) as usize;
+        let (from, to) = {
+            let mut s = self.streams.lock().expect("streams lock");
+            if s.cursors.contains_key(&(pack, end)) {
+                return; // this chunk was reached before
+            }
+            let mut st = match s.cursors.remove(&(pack, off)) {
+                Some(st) if st.file == me => st,
+                Some(st) => Stream {
+                    files: st.files + 1,
+                    file: me,
+                    ..st
+                },
+                None => Stream {
+                    files: 1,
+                    file: me,
+                    advised_upto: 0,
+                },
+            };
+            if s.cursors.len() >= STREAMS_MAX {
+                s.cursors.clear();
+            }
+            let window = match st.files {
+                0..=2 => 0,
+                n => (PACK_AHEAD_MIN << (n - 3).min(8)).min(PACK_AHEAD_MAX),
+            };
+            let from = st.advised_upto.max(end);
+            let advise = window > 0 && from < end + window / 2;
+            if advise {
+                st.advised_upto = end + window;
+            }
+            s.cursors.insert((pack, end), st);
+            if !advise {
+                return;
+            }
+            (from, end + window)
+        };
+        let Some(layout) = self.layout(shared, pack) else {
+            return;
+        };
+        let next = layout.partition_point(|c| c.0 < from);
+        let chunks: Vec<_> = layout[next..]
+            .iter()
+            .take_while(|c| c.0 < to)
+            .map(|&(o, l)| (pack, o, l))
+            .collect();
+        shared.vault.store().advise_chunks(&chunks);
+    }
+
+    /// The chunks of a pack, from the catalog (remembered).
+    fn layout(&self, shared: &Shared, pack: PackId) -> Option<Arc<Vec<(u64, u64)>>> {
+        if let Some(l) = self.streams.lock().expect("streams lock").layouts.get(&pack) {
+            return Some(l.clone());
+        }
+        let entries = shared.pool.with(|c| c.chunks_in_pack(pack)).ok()?;
+        let layout: Arc<Vec<(u64, u64)>> = Arc::new(entries.iter().map(|e| (e.offset, e.stored_len as u64)).collect());
+        let mut s = self.streams.lock().expect("streams lock");
+        if s.layouts.len() >= LAYOUTS_MAX {
+            s.layouts.clear();
+        }
+        s.layouts.insert(pack, layout.clone());
+        Some(layout)
     }
 
     fn request(&self, file: &Arc<OpenFile>, i: usize) {

@@ -1,12 +1,14 @@
-//! The on-disk cache of remote pack blocks, under `<vault>/cache/blocks/`.
+//! The on-disk cache of remote pack byte ranges, under `<vault>/cache/extents/`.
 //!
-//! Owns: storing fixed-size blocks of remote packs (block `i` of a pack holds its bytes
-//! `[i * block_size, (i + 1) * block_size)`), finding them again, and keeping their total
-//! size under a bound by evicting the least recently used. Packs never change, so a cached
-//! block never goes stale. Each file ends with the blake3 hash of its bytes: a torn or
-//! damaged file (a crash, a full disk) reads as a miss and is fetched again, never served.
-//! Several processes may share the folder; each keeps its own account of what it saw, and a
-//! block removed by another process is simply a miss.
+//! Owns: storing extents of remote packs, each exactly the bytes a reader asked for (in
+//! practice one chunk's stored bytes: `(pack, offset, len)` from the pack index), finding
+//! them again by that key, and keeping their total size under a bound by evicting the least
+//! recently used. Exact extents mean a cold read fetches and keeps what it needs and nothing
+//! around it (fixed-size blocks cost each small file one or two whole blocks). Packs never
+//! change, so a cached extent never goes stale. Each file ends with the blake3 hash of its
+//! bytes: a torn or damaged file (a crash, a full disk) reads as a miss and is fetched again,
+//! never served. Several processes may share the folder; each keeps its own account of what
+//! it saw, and an extent removed by another process is simply a miss.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -16,13 +18,13 @@ use std::sync::Mutex;
 
 use crate::id::PackId;
 
-/// A block of a pack.
-pub type BlockKey = (PackId, u64);
+/// An extent of a pack: (pack, offset, length).
+pub type ExtentKey = (PackId, u64, u64);
 
 const HASH_LEN: usize = 32;
 
 /// The cache folder and what this process knows is in it.
-pub struct BlockCache {
+pub struct ExtentCache {
     dir: PathBuf,
     capacity: AtomicU64,
     state: Mutex<Lru>,
@@ -31,15 +33,15 @@ pub struct BlockCache {
 #[derive(Default)]
 struct Lru {
     /// Key → (bytes on disk, last use).
-    entries: HashMap<BlockKey, (u64, u64)>,
+    entries: HashMap<ExtentKey, (u64, u64)>,
     /// Last use → key, oldest first.
-    order: BTreeMap<u64, BlockKey>,
+    order: BTreeMap<u64, ExtentKey>,
     total: u64,
     clock: u64,
 }
 
 impl Lru {
-    fn touch(&mut self, key: BlockKey, size: u64) {
+    fn touch(&mut self, key: ExtentKey, size: u64) {
         self.clock += 1;
         if let Some((old_size, used)) = self.entries.insert(key, (size, self.clock)) {
             self.order.remove(&used);
@@ -49,7 +51,7 @@ impl Lru {
         self.total += size;
     }
 
-    fn forget(&mut self, key: &BlockKey) {
+    fn forget(&mut self, key: &ExtentKey) {
         if let Some((size, used)) = self.entries.remove(key) {
             self.order.remove(&used);
             self.total -= size;
@@ -57,13 +59,15 @@ impl Lru {
     }
 }
 
-impl BlockCache {
+impl ExtentCache {
     /// Open the cache folder, creating it, and account for the blocks already there (oldest
     /// modification first). Problems only make the cache smaller: it is never an error.
-    pub fn open(dir: &Path, capacity: u64) -> BlockCache {
-        let dir = dir.join("blocks");
+    pub fn open(dir: &Path, capacity: u64) -> ExtentCache {
+        // The fixed-block layout of earlier versions: nobody reads it any more.
+        let _ = fs::remove_dir_all(dir.join("blocks"));
+        let dir = dir.join("extents");
         let _ = fs::create_dir_all(&dir);
-        let cache = BlockCache {
+        let cache = ExtentCache {
             dir,
             capacity: AtomicU64::new(capacity),
             state: Mutex::new(Lru::default()),
@@ -103,19 +107,19 @@ impl BlockCache {
         self.evict();
     }
 
-    fn path(&self, key: &BlockKey) -> PathBuf {
-        self.dir.join(format!("{}-{}", key.0.to_hex(), key.1))
+    fn path(&self, key: &ExtentKey) -> PathBuf {
+        self.dir.join(format!("{}-{}-{}", key.0.to_hex(), key.1, key.2))
     }
 
-    /// The bytes of a cached block, or `None` (absent, or failed its hash).
-    pub fn get(&self, key: &BlockKey) -> Option<Vec<u8>> {
+    /// The bytes of a cached extent, or `None` (absent, or failed its hash or length).
+    pub fn get(&self, key: &ExtentKey) -> Option<Vec<u8>> {
         let path = self.path(key);
         let Ok(mut bytes) = fs::read(&path) else {
             self.state.lock().expect("cache lock").forget(key);
             return None;
         };
         let stored_len = bytes.len() as u64;
-        if bytes.len() < HASH_LEN || !trailer_matches(&bytes) {
+        if bytes.len() as u64 != key.2 + HASH_LEN as u64 || !trailer_matches(&bytes) {
             let _ = fs::remove_file(&path);
             self.state.lock().expect("cache lock").forget(key);
             return None;
@@ -125,17 +129,23 @@ impl BlockCache {
         Some(bytes)
     }
 
-    /// Is the block cached (as far as this process knows)?
-    pub fn contains(&self, key: &BlockKey) -> bool {
+    /// Is the extent cached (as far as this process knows)?
+    pub fn contains(&self, key: &ExtentKey) -> bool {
         self.state.lock().expect("cache lock").entries.contains_key(key)
     }
 
-    /// Keep a block. Failing to write it (a full disk) is not an error: it is just not cached.
-    pub fn put(&self, key: BlockKey, bytes: &[u8]) {
+    /// Keep an extent (`bytes` must be `key.2` long). Failing to write it (a full disk) is
+    /// not an error: it is just not cached.
+    pub fn put(&self, key: ExtentKey, bytes: &[u8]) {
+        debug_assert_eq!(bytes.len() as u64, key.2);
         let path = self.path(&key);
-        let tmp = self
-            .dir
-            .join(format!("{}-{}-{}.tmp", std::process::id(), key.0.to_hex(), key.1));
+        let tmp = self.dir.join(format!(
+            "{}-{}-{}-{}.tmp",
+            std::process::id(),
+            key.0.to_hex(),
+            key.1,
+            key.2
+        ));
         let mut body = Vec::with_capacity(bytes.len() + HASH_LEN);
         body.extend_from_slice(bytes);
         body.extend_from_slice(blake3::hash(bytes).as_bytes());
@@ -147,7 +157,7 @@ impl BlockCache {
         self.evict();
     }
 
-    /// Remove least recently used blocks until the total fits the bound.
+    /// Remove least recently used extents until the total fits the bound.
     fn evict(&self) {
         let capacity = self.capacity.load(Ordering::Relaxed);
         let mut lru = self.state.lock().expect("cache lock");
@@ -171,24 +181,31 @@ fn trailer_matches(body: &[u8]) -> bool {
     blake3::hash(data).as_bytes() == hash
 }
 
-fn parse_name(name: &str) -> Option<BlockKey> {
-    let (hex, block) = name.split_once('-')?;
-    Some((hex.parse().ok()?, block.parse().ok()?))
+fn parse_name(name: &str) -> Option<ExtentKey> {
+    let mut parts = name.split('-');
+    let key = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    parts.next().is_none().then_some(key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(n: u8, block: u64) -> BlockKey {
-        (PackId([n; 32]), block)
+    fn key(n: u8, offset: u64) -> ExtentKey {
+        (PackId([n; 32]), offset, 1000)
     }
 
     #[test]
-    fn evicts_least_recently_used_and_rejects_damaged_blocks() {
+    fn evicts_least_recently_used_and_rejects_damaged_extents() {
         let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("blocks")).unwrap();
+        fs::write(dir.path().join("blocks/old-0"), b"a block of the old layout").unwrap();
         let block = vec![7u8; 1000];
-        let cache = BlockCache::open(dir.path(), 2 * (1000 + HASH_LEN as u64));
+        let cache = ExtentCache::open(dir.path(), 2 * (1000 + HASH_LEN as u64));
         cache.put(key(1, 0), &block);
         cache.put(key(2, 0), &block);
         assert_eq!(cache.get(&key(1, 0)).as_deref(), Some(&block[..])); // 1 is now newest
@@ -205,8 +222,19 @@ mod tests {
         assert!(cache.get(&key(3, 0)).is_none());
         assert!(!path.exists());
 
+        // So is an extent whose file is shorter or longer than its key says (a stray file
+        // under another extent's name), even with a matching hash trailer.
+        let mut other = vec![1u8; 999];
+        other.extend_from_slice(blake3::hash(&[1u8; 999]).as_bytes());
+        fs::write(cache.path(&key(4, 5)), other).unwrap();
+        assert!(cache.get(&key(4, 5)).is_none());
+
+        // Same pack and offset, other length: another extent.
+        assert!(cache.get(&(PackId([1; 32]), 0, 999)).is_none());
+        assert!(!dir.path().join("blocks").exists(), "the old block layout is removed");
+
         // A new process finds what is there.
-        let again = BlockCache::open(dir.path(), 1 << 20);
+        let again = ExtentCache::open(dir.path(), 1 << 20);
         assert!(again.contains(&key(1, 0)));
         assert_eq!(again.get(&key(1, 0)).as_deref(), Some(&block[..]));
     }
