@@ -115,7 +115,7 @@ pub enum Error {
     Busy(&'static str),
     /// A request to a remote store failed (after its retries) or timed out. `location` is
     /// the store URL and key, never a credential.
-    #[error("{action} {location}: {detail}")]
+    #[error("{action} {location} failed: {detail}; check that the store is reachable and its credentials (AWS_*, GOOGLE_*, AZURE_* variables) are right, then run the command again")]
     Remote {
         action: &'static str,
         location: String,

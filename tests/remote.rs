@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::fault_proxy::{Fault, FaultProxy};
 use common::s3::{Moto, SECRET_KEY};
 use common::*;
 use serde_json::Value;
@@ -340,6 +341,44 @@ fn short_or_corrupted_objects_fail_verify_and_a_dead_store_fails_ingest() {
         "a dead store must not hang ingest"
     );
     assert!(dead.run(&["--json", "ls"]).ok().json_lines().is_empty());
+}
+
+#[test]
+fn a_store_that_fails_or_shortens_pack_uploads_fails_the_ingest_and_seals_nothing() {
+    let tmp = tempdir();
+    let src = make_source(tmp.path(), 9, 1 << 20);
+    let tune = [
+        ("target_size", "1048576"),
+        ("request_timeout_secs", "5"),
+        ("retry_timeout_secs", "3"),
+        ("max_retries", "1"),
+    ];
+    let cases = [
+        (Fault::ShortenPackPuts(100), "bytes instead of"),
+        (Fault::FailPackPuts, "run the command again"),
+    ];
+    for (fault, says) in cases {
+        let moto = Moto::start(BUCKET); // a fresh bucket: no packs from the previous case
+        let v = RemoteVault::new(&moto, &tune);
+        let proxy = FaultProxy::start(moto.port, fault);
+        let mut through_proxy = v.ingest_cmd(&src, "d", "1");
+        through_proxy.env("AWS_ENDPOINT_URL", proxy.endpoint());
+        let started = Instant::now();
+        run_cmd(through_proxy)
+            .code_is(1)
+            .mentions(&["ingesting", "s3://dsv/team/vault/packs/", says]);
+        assert!(proxy.injected() > 0, "{fault:?}: the proxy saw no pack upload");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{fault:?}: ingest took too long"
+        );
+        assert!(v.run(&["--json", "ls"]).ok().json_lines().is_empty(), "{fault:?}");
+        assert_eq!(v.verify(false)["ok"], true, "{fault:?}");
+
+        // The store behaves again: the same ingest succeeds, and every byte checks out.
+        v.ingest(&src, "d", "1").ok();
+        assert_eq!(v.verify(true)["ok"], true, "{fault:?}");
+    }
 }
 
 /// Root with /dev/fuse, or the mount test cannot run (it says so and fails nothing).
