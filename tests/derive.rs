@@ -529,6 +529,36 @@ fn bad_input_is_refused_clearly() {
     v.verify();
 }
 
+/// The refusal names an option derive really has, and that option stores the link as it is.
+#[test]
+fn external_symlinks_are_refused_with_a_hint_derive_accepts() {
+    let (_tmp, _, v) = fresh_base(2, 1000);
+    v.run(["workspace", "new", "w", "--base", "gold/base@v1"]).ok();
+    common::symlink(&upper(&v, "w"), "out", "/etc/passwd");
+    derive(&v, "w", "d", "v1", &[]).code_is(1).mentions(&[
+        "out",
+        "points outside",
+        "/etc/passwd",
+        "pass --allow-external-symlinks",
+    ]);
+    let listed = v.run(["ls"]).ok();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        !listed.contains("derived/d"),
+        "a refused derive sealed something: {listed}"
+    );
+    let r = derive(&v, "w", "d", "v1", &["--allow-external-symlinks"]).ok().json();
+    assert_eq!(r["symlinks"], 1);
+    let t = exported(&v, "derived/d@v1");
+    assert_eq!(t["out"], ("symlink", b"/etc/passwd".to_vec()));
+    assert_eq!(
+        t.len(),
+        5,
+        "the base's folder, 2 files and README, plus the link: {t:?}"
+    );
+    v.verify();
+}
+
 #[test]
 fn gc_waits_for_no_writer_and_never_runs_beside_one() {
     let (_tmp, _, v) = fresh_base(2, 1000);

@@ -358,3 +358,94 @@ fn gc_while_a_workspace_is_mounted_does_not_break_reads() {
     assert_eq!(m.unmount(), Some(0));
     v.verify_read_data();
 }
+
+/// Linux at least `major.minor` (from `uname -r`)?
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// Upper files are opened in FUSE passthrough mode: a write through a shared mmap of a
+/// workspace file is in the upper file at once (the mapping is the upper file's own pages;
+/// through the FUSE page cache it would wait for msync or writeback). A base file kept open
+/// for reading while another open copies it up and writes it does not make any open fail
+/// (the kernel refuses, with EIO, a passthrough open beside a cached one), and once it is
+/// closed new opens are passed through again.
+#[test]
+fn upper_files_are_passed_through_and_mixed_opens_work() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
+    if !can_mount() {
+        return;
+    }
+    let v = TestVault::new();
+    let tmp = v.dir.parent().unwrap().to_path_buf();
+    let base = tmp.join("base");
+    make_base(&base);
+    v.ingest_ok(&base, "photos", "v1", &[]);
+    v.run(["workspace", "new", "w", "--base", "gold/photos@v1"]).ok();
+    let m = mount_vault(&v, &tmp.join("mp"));
+    let work = m.mp.join("work/w");
+    let upper = v.dir.join("workspaces/w/upper");
+    let mut want = fs::read(base.join("labels/train.csv")).unwrap();
+
+    // A reader of the base file (cached mode) stays open across the copy-up.
+    let csv = work.join("labels/train.csv");
+    let mut reader = fs::File::open(&csv).unwrap();
+    let mut head = vec![0u8; 100];
+    reader.read_exact(&mut head).unwrap();
+    assert_eq!(head, want[..100]);
+    let mut writer = fs::OpenOptions::new().append(true).open(&csv).unwrap();
+    writer.write_all(b"appended\n").unwrap();
+    want.extend_from_slice(b"appended\n");
+    assert_eq!(fs::read(&csv).unwrap(), want, "read beside a base reader");
+    drop(writer);
+    drop(reader);
+    // All closed: these opens are passed through, and see what the earlier ones wrote.
+    let rw = fs::OpenOptions::new().read(true).write(true).open(&csv).unwrap();
+    rw.write_all_at(b"X", 0).unwrap();
+    want[0] = b'X';
+    assert_eq!(fs::read(&csv).unwrap(), want);
+    assert_eq!(fs::read(upper.join("labels/train.csv")).unwrap(), want);
+    drop(rw);
+
+    // A new file written through a shared mapping.
+    let path = work.join("mapped.bin");
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.set_len(8192).unwrap();
+    // SAFETY: a shared mapping of 8192 bytes of a file that long, unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+    // SAFETY: within the mapping.
+    unsafe { std::ptr::copy_nonoverlapping(b"MAPPED".as_ptr(), (map as *mut u8).add(4096), 6) };
+    let in_upper = fs::read(upper.join("mapped.bin")).unwrap();
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(map, 8192) };
+    drop(f);
+    if kernel_at_least(6, 9) {
+        assert_eq!(&in_upper[4096..4102], b"MAPPED", "the mapping is not the upper file's");
+    }
+    let through = fs::read(&path).unwrap();
+    assert_eq!(through.len(), 8192);
+    assert_eq!(&through[4096..4102], b"MAPPED");
+    assert_eq!(m.unmount(), Some(0));
+    assert_eq!(fs::read(upper.join("mapped.bin")).unwrap(), through);
+    v.verify_read_data();
+}

@@ -15,6 +15,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::passthrough::{Created, Passthrough};
 use crate::{Attr, NodeKind, SetAttr, SetTime, ViewError, WritableView};
 
 /// Largest read (and write) request: 1 MiB.
@@ -39,6 +40,8 @@ pub(crate) struct ViewFs<V> {
     /// opens itself, and stops sending OPEN and RELEASE, one round trip each per file), and
     /// every write-type request with EROFS without asking the view.
     pub read_only: bool,
+    /// Handles backed by a local file, opened in FUSE passthrough mode when possible.
+    pub passthrough: Passthrough,
 }
 
 fn errno(e: &ViewError) -> Errno {
@@ -94,6 +97,15 @@ impl<V: WritableView> ViewFs<V> {
         }
     }
 
+    /// The local file behind handle `fh`, when it may be opened in passthrough mode.
+    fn passthrough_file(&self, fh: u64) -> Option<std::sync::Arc<std::fs::File>> {
+        if self.passthrough.negotiated() {
+            self.view.backing_file(fh)
+        } else {
+            None
+        }
+    }
+
     /// The errno for an operation no view supports: EROFS where nothing can be written,
     /// EOPNOTSUPP in writable parts.
     fn unsupported(&self, ino: u64) -> Errno {
@@ -128,6 +140,15 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
             fuser::InitFlags::FUSE_DO_READDIRPLUS,
         ] {
             let _ = config.add_capabilities(cap);
+        }
+        // Writable mounts: the kernel reads and writes workspace files itself (see
+        // passthrough.rs). Stack depth 2 lets those files sit on an overlayfs (a container's
+        // disk); this mount then cannot be a layer of another overlayfs.
+        if !self.read_only
+            && config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough.enable();
         }
         Ok(())
     }
@@ -169,8 +190,12 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         }
         match self.view.open_with(ino.0, flags.0) {
             // Content changes only through this mount, which the kernel sees (writes go
-            // through its page cache): it may keep its pages across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            // through its page cache, or straight to the backing file): cached handles may
+            // keep pages across opens.
+            Ok(fh) => {
+                let backing = self.passthrough_file(fh);
+                self.passthrough.reply(ino.0, fh, backing.as_deref(), reply)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -202,6 +227,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(fh.0);
         self.view.release(fh.0);
         reply.ok();
     }
@@ -464,13 +490,15 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
             return reply.error(Errno::EROFS);
         }
         match self.view.create(parent.0, name, mode & 0o7777, flags) {
-            Ok((a, fh)) => reply.created(
-                &ttl(&a),
-                &self.file_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((a, fh)) => {
+                let backing = self.passthrough_file(fh);
+                let created = Created {
+                    reply,
+                    ttl: ttl(&a),
+                    attr: self.file_attr(&a),
+                };
+                self.passthrough.reply(a.ino, fh, backing.as_deref(), created)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -12,6 +12,7 @@
 
 mod fs;
 mod mount;
+mod passthrough;
 
 pub use mount::{bdi_read_ahead, is_stale_mount, Mount, MountOptions, Unmounter};
 
@@ -202,6 +203,15 @@ pub trait WritableView: ReadOnlyView {
             return Err(ViewError::ReadOnly);
         }
         self.open(ino)
+    }
+    /// The local file that open handle `fh` reads and writes, if it is one (a workspace's
+    /// upper-layer file). On a mount where the kernel supports FUSE passthrough (Linux 6.9+,
+    /// the server running with CAP_SYS_ADMIN) the filesystem registers it as the handle's
+    /// backing file: the kernel then reads, writes and maps the file itself, and `read` and
+    /// `write` are no longer called for that handle. The default: no backing file.
+    fn backing_file(&self, fh: u64) -> Option<std::sync::Arc<std::fs::File>> {
+        let _ = fh;
+        None
     }
     /// Attributes of `ino` asked through open file `fh` (`fstat`): a view can answer for a
     /// file that was deleted while open. The default ignores the handle.

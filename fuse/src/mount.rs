@@ -80,6 +80,7 @@ impl<V: WritableView> Mount<V> {
             uid,
             gid,
             read_only: options.read_only,
+            passthrough: Default::default(),
         };
         let session = Session::new(fs, mountpoint, &options.config())?;
         if let Some(kb) = options.read_ahead_kb {

@@ -28,6 +28,10 @@ pub struct DeriveArgs {
     /// Worker threads for the upper layer (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Store symlinks that point outside the workspace (absolute, or `..` beyond its top)
+    /// as they are, instead of refusing them.
+    #[arg(long)]
+    allow_external_symlinks: bool,
 }
 
 #[derive(Args, Debug)]
@@ -40,6 +44,7 @@ pub fn derive(g: &Globals, a: DeriveArgs) -> Result<i32> {
     let vault = g.open_vault()?;
     let mut opts = DeriveOptions::new(&a.workspace, &a.name, &a.version)?;
     opts.command = a.command;
+    opts.allow_external_symlinks = a.allow_external_symlinks;
     if let Some(t) = a.threads {
         opts.threads = t.max(1);
     }

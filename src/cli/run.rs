@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Seal the workspace as derived/NAME@VERSION when the command exits 0.
     #[arg(long, value_name = "NAME@VERSION", value_parser = derive_target)]
     derive: Option<(String, String)>,
+    /// With --derive: store symlinks that point outside the workspace as they are (see
+    /// `derive --allow-external-symlinks`).
+    #[arg(long, requires = "derive")]
+    allow_external_symlinks: bool,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -107,7 +111,8 @@ pub fn run(g: &Globals, a: RunArgs) -> Result<i32> {
                 ended_at,
                 exit_status,
             };
-            let r = derive_after(g, &vault, &ws.name, name, version, &command, record)?;
+            let target = (name.as_str(), version.as_str());
+            let r = derive_after(g, &vault, &ws.name, target, &command, record, a.allow_external_symlinks)?;
             vault.catalog()?.set_run_derived(run_id, &r.dataset)?;
             Some(r)
         }
@@ -291,14 +296,15 @@ fn derive_after(
     g: &Globals,
     vault: &Vault,
     workspace: &str,
-    name: &str,
-    version: &str,
+    (name, version): (&str, &str),
     command: &[String],
     run: RunRecord,
+    allow_external_symlinks: bool,
 ) -> Result<DeriveReport> {
     let mut opts = DeriveOptions::new(workspace, name, version)?;
     opts.command = Some(shell_words(command));
     opts.run = Some(run);
+    opts.allow_external_symlinks = allow_external_symlinks;
     let bar = Bar::new(g, "derive");
     derive::derive(vault, &opts, &bar)
         .with_context(|| format!("the command succeeded, but deriving derived/{name}@{version} failed"))

@@ -166,6 +166,10 @@ impl WritableView for VfsView {
         self.0.open_with(ino, flags).map_err(view_error)
     }
 
+    fn backing_file(&self, fh: u64) -> Option<std::sync::Arc<std::fs::File>> {
+        self.0.backing_file(fh)
+    }
+
     fn getattr_open(&self, ino: u64, fh: u64) -> ViewResult<dsvault_fuse::Attr> {
         self.0.getattr_open(ino, fh).map(attr).map_err(view_error)
     }

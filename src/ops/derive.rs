@@ -43,6 +43,9 @@ pub struct DeriveOptions {
     pub name: DatasetName,
     pub command: Option<String>,
     pub run: Option<RunRecord>,
+    /// Store symlinks of the upper layer that point outside it (absolute, or `..` beyond
+    /// the top) as they are, like `ingest --allow-external-symlinks`; refused otherwise.
+    pub allow_external_symlinks: bool,
     /// Worker threads for the upper layer (default: available cores).
     pub threads: usize,
 }
@@ -54,6 +57,7 @@ impl DeriveOptions {
             name: DatasetName::new(Kind::Derived, name, version)?,
             command: None,
             run: None,
+            allow_external_symlinks: false,
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         })
     }
@@ -146,8 +150,9 @@ fn seal_merged_view(
         total_of: Some(upper),
     };
     let bases_catalog = vault.catalog()?;
+    let allow_external_symlinks = opts.allow_external_symlinks;
     let produce = move |to_writer: &Sender<Msg>, to_workers: &Sender<FileJob>| {
-        ingest::walk_folder(upper, to_writer, to_workers);
+        ingest::walk_folder(upper, allow_external_symlinks, to_writer, to_workers);
         if let Err(e) = layers.send_references(&bases_catalog, to_writer) {
             let _ = to_writer.send(Msg::Failed(e));
         }

@@ -421,6 +421,15 @@ impl Vfs {
         files::read_ino(&self.shared, &self.prefetcher, ino, offset, size)
     }
 
+    /// The upper-layer file behind open handle `fh` (workspace files only; dataset files
+    /// are assembled from chunks and have none).
+    pub fn backing_file(&self, fh: u64) -> Option<std::sync::Arc<std::fs::File>> {
+        if !work::is_overlay_fh(fh) {
+            return None;
+        }
+        self.shared.work.backing_file(fh)
+    }
+
     /// Close a file handle.
     pub fn release(&self, fh: u64) {
         if work::is_overlay_fh(fh) {

@@ -188,8 +188,13 @@ fn walk_source(opts: &IngestOptions) -> impl Produce + '_ {
 }
 
 /// Walk a folder (refusing symlinks that leave it) as part of another producer.
-pub(crate) fn walk_folder(root: &Path, to_writer: &Sender<Msg>, to_workers: &Sender<FileJob>) {
-    walk::walk(root, false, to_writer, to_workers)
+pub(crate) fn walk_folder(
+    root: &Path,
+    allow_external_symlinks: bool,
+    to_writer: &Sender<Msg>,
+    to_workers: &Sender<FileJob>,
+) {
+    walk::walk(root, allow_external_symlinks, to_writer, to_workers)
 }
 
 /// Run the producer and workers feeding `writer`; returns once all input is consumed or failed.

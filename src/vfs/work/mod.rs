@@ -343,6 +343,11 @@ impl Overlay {
         handles::fallocate(&f, offset, length, mode)
     }
 
+    /// The upper file of open handle `fh`.
+    pub fn backing_file(&self, fh: u64) -> Option<Arc<std::fs::File>> {
+        self.handles.file(fh)
+    }
+
     pub fn release(&self, fh: u64) {
         self.handles.close(fh);
     }
