@@ -173,6 +173,44 @@ fn ingest_then_sync_into_an_empty_vault_exports_the_same_bytes() {
 }
 
 #[test]
+fn sync_brings_derived_datasets_with_their_lineage() {
+    let moto = Moto::start(BUCKET);
+    let tmp = tempdir();
+    let src = make_source(tmp.path(), 11, 1 << 20);
+    let a = RemoteVault::new(&moto, &[]);
+    let gold = a.ingest(&src, "base", "1").ok().json();
+    a.run(&["workspace", "new", "w", "--base", "gold/base@1"]).ok();
+    write_file(&a.vault.dir.join("workspaces/w/upper"), "labels.txt", b"cat\ndog\n");
+    let derived = a
+        .run(&[
+            "--json",
+            "derive",
+            "w",
+            "--name",
+            "clean",
+            "--version",
+            "1",
+            "--command",
+            "clean.py --strict",
+        ])
+        .ok()
+        .json();
+
+    let b = RemoteVault::new(&moto, &[]);
+    b.run(&["sync"]).ok();
+    let l = b.run(&["--json", "lineage", "derived/clean@1"]).ok().json();
+    assert_eq!(l["root"], derived["root"], "{l}");
+    assert_eq!(l["command"], "clean.py --strict", "{l}");
+    assert_eq!(l["workspace"], "w", "{l}");
+    assert_eq!(l["inputs"][0]["dataset"], "gold/base@1", "{l}");
+    assert_eq!(l["inputs"][0]["root"], gold["root"], "{l}");
+    assert_eq!(l["inputs"][0]["present"], true, "{l}");
+    // Same record on both machines.
+    let la = a.run(&["--json", "lineage", "derived/clean@1"]).ok().json();
+    assert_eq!(la, l);
+}
+
+#[test]
 fn two_vaults_ingest_into_one_bucket_at_once() {
     let moto = Moto::start(BUCKET);
     let tmp = tempdir();

@@ -5,6 +5,7 @@
 //! sealed dataset's rows be deleted only while an open removals row names it.
 
 use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
 
 use super::{now_secs, Catalog, DatasetRow};
 use crate::dataset::{DatasetName, Kind};
@@ -32,6 +33,91 @@ pub struct LineageRecord {
     /// Unix seconds when derive started.
     pub derived_at: i64,
     pub inputs: Vec<LineageInput>,
+}
+
+/// The lineage record as the store keeps it beside a derived dataset's ref
+/// (`lineage/<kind>/<name>/<version>/<root>.json`), so `sync` on another machine rebuilds it.
+#[derive(Serialize, Deserialize)]
+struct LineageDoc {
+    format: u32,
+    workspace: String,
+    command: Option<String>,
+    user: Option<String>,
+    host: Option<String>,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    exit_status: Option<i32>,
+    derived_at: i64,
+    inputs: Vec<InputDoc>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct InputDoc {
+    kind: String,
+    name: String,
+    version: String,
+    root: String,
+}
+
+const LINEAGE_FORMAT: u32 = 1;
+
+impl LineageRecord {
+    /// The record as JSON, for the store.
+    pub fn to_json(&self) -> Vec<u8> {
+        let doc = LineageDoc {
+            format: LINEAGE_FORMAT,
+            workspace: self.workspace.clone(),
+            command: self.command.clone(),
+            user: self.user.clone(),
+            host: self.host.clone(),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            exit_status: self.exit_status,
+            derived_at: self.derived_at,
+            inputs: self
+                .inputs
+                .iter()
+                .map(|i| InputDoc {
+                    kind: i.name.kind.as_str().to_string(),
+                    name: i.name.name.clone(),
+                    version: i.name.version.clone(),
+                    root: i.root.to_hex(),
+                })
+                .collect(),
+        };
+        serde_json::to_vec_pretty(&doc).expect("lineage serializes")
+    }
+
+    /// Parse a record written by [`LineageRecord::to_json`].
+    pub fn from_json(bytes: &[u8]) -> Result<LineageRecord> {
+        let bad = |why: String| Error::Manifest(format!("lineage record: {why}"));
+        let doc: LineageDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if doc.format != LINEAGE_FORMAT {
+            return Err(bad(format!("format {} is not {LINEAGE_FORMAT}", doc.format)));
+        }
+        let inputs = doc
+            .inputs
+            .into_iter()
+            .map(|i| {
+                let kind = i.kind.parse().map_err(|_| bad(format!("kind {:?}", i.kind)))?;
+                Ok(LineageInput {
+                    name: DatasetName::new(kind, &i.name, &i.version)?,
+                    root: i.root.parse().map_err(|_| bad(format!("root {:?}", i.root)))?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(LineageRecord {
+            workspace: doc.workspace,
+            command: doc.command,
+            user: doc.user,
+            host: doc.host,
+            started_at: doc.started_at,
+            ended_at: doc.ended_at,
+            exit_status: doc.exit_status,
+            derived_at: doc.derived_at,
+            inputs,
+        })
+    }
 }
 
 impl Catalog {

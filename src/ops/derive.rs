@@ -159,9 +159,23 @@ fn seal_merged_view(
     };
     let (totals, stored) = ingest::store_pending(vault, catalog, dataset_id, &settings, progress, produce)?;
     crate::crashpoint::hit("derive-before-seal");
-    let sealed = ingest::seal(vault, catalog, dataset_id, &opts.name, &totals, stored, |c| {
-        c.insert_lineage(dataset_id, lineage)
-    })?;
+    let name = &opts.name;
+    // The lineage goes to the store before the ref, so `sync` on another machine finds it.
+    let publish_lineage = |root| {
+        let bytes = lineage.to_json();
+        vault
+            .store()
+            .put_lineage(name.kind.as_str(), &name.name, &name.version, root, &bytes)
+    };
+    let sealed = ingest::seal(
+        vault,
+        catalog,
+        dataset_id,
+        name,
+        &totals.sealed(stored),
+        publish_lineage,
+        |c| c.insert_lineage(dataset_id, lineage),
+    )?;
     Ok((sealed, totals, stored))
 }
 

@@ -14,7 +14,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::catalog::entries::split_path;
-use crate::catalog::{Catalog, DatasetTotals, Entry, FileChunk};
+use crate::catalog::{Catalog, DatasetTotals, Entry, FileChunk, LineageRecord};
+use crate::dataset::Kind;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ContentId};
 use crate::manifest::{parse_and_check, Manifest};
@@ -86,9 +87,13 @@ fn import_ref(vault: &Vault, catalog: &Catalog, r: &StoredRef) -> Result<bool> {
         .get_manifest(r.root)?
         .ok_or_else(|| Error::Manifest(format!("manifest {} is missing from the store", r.root)))?;
     let manifest = parse_and_check(&bytes, r.root)?;
+    let lineage = stored_lineage(vault, r)?;
     let id = catalog.begin_dataset(&r.dataset, &format!("sync from {}", vault.config().store))?;
     let imported = catalog.transaction(|c| {
         let totals = insert_entries(c, id, &manifest)?;
+        if let Some(l) = &lineage {
+            c.insert_lineage(id, l)?;
+        }
         c.seal_dataset(id, r.root, &totals)
     });
     match imported {
@@ -103,6 +108,23 @@ fn import_ref(vault: &Vault, catalog: &Catalog, r: &StoredRef) -> Result<bool> {
             Err(e)
         }
     }
+}
+
+/// A derived dataset's lineage record from the store (written by `derive` before its ref).
+/// Datasets derived before the store kept lineage have none; they import without it.
+fn stored_lineage(vault: &Vault, r: &StoredRef) -> Result<Option<LineageRecord>> {
+    if r.dataset.kind != Kind::Derived {
+        return Ok(None);
+    }
+    let d = &r.dataset;
+    let Some(bytes) = vault
+        .store()
+        .get_lineage(d.kind.as_str(), &d.name, &d.version, r.root)?
+    else {
+        tracing::warn!(dataset = %d, "the store has no lineage record for this dataset; importing it without lineage");
+        return Ok(None);
+    };
+    LineageRecord::from_json(&bytes).map(Some)
 }
 
 /// Record a manifest's entries (and the contents they name) under dataset row `id`.

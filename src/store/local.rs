@@ -187,6 +187,23 @@ impl LocalStore {
         fs::remove_file(&path).map_err(Error::io_at("removing", &path))
     }
 
+    /// Write `key` (a `/`-separated path below the store folder) durably, unless it exists.
+    pub fn put_object_once(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.root.join(key);
+        if path.exists() {
+            return Ok(());
+        }
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
+        }
+        write_durably(&path, bytes, 0o444)
+    }
+
+    /// The bytes at `key`, or `None` when missing.
+    pub fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        read_optional(&self.root.join(key))
+    }
+
     fn manifest_path(&self, root: RootHash) -> PathBuf {
         self.root.join("manifests").join(format!("{}.json", root.to_hex()))
     }

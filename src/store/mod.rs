@@ -262,6 +262,26 @@ impl Store {
         }
     }
 
+    /// Publish the lineage record of `kind/name@version` with root `root` (an existing one is
+    /// left as is). Written before the ref, so a dataset that other machines can see always
+    /// has its lineage in the store.
+    pub fn put_lineage(&self, kind: &str, name: &str, version: &str, root: RootHash, bytes: &[u8]) -> Result<()> {
+        let key = lineage_key(kind, name, version, root);
+        match &self.backend {
+            Backend::Local(l) => l.put_object_once(&key, bytes),
+            Backend::Remote(r) => r.put_object_once(&key, bytes),
+        }
+    }
+
+    /// The lineage record of `kind/name@version` with root `root`, if the store has one.
+    pub fn get_lineage(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<Option<Vec<u8>>> {
+        let key = lineage_key(kind, name, version, root);
+        match &self.backend {
+            Backend::Local(l) => l.get_object(&key),
+            Backend::Remote(r) => r.get_object(&key),
+        }
+    }
+
     /// Create `refs/<kind>/<name>/<version>` naming `root`, never overwriting.
     pub fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
         match &self.backend {
@@ -304,6 +324,12 @@ pub(crate) fn pack_key(id: PackId) -> String {
 /// Key of a manifest.
 pub(crate) fn manifest_key(root: RootHash) -> String {
     format!("manifests/{}.json", root.to_hex())
+}
+
+/// Key of a derived dataset's lineage record: beside its ref, and named by its root too, so
+/// a writer that loses the race for the ref leaves only an unused record behind.
+pub(crate) fn lineage_key(kind: &str, name: &str, version: &str, root: RootHash) -> String {
+    format!("lineage/{kind}/{name}/{version}/{}.json", root.to_hex())
 }
 
 /// Key of a ref.

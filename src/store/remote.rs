@@ -379,6 +379,22 @@ impl RemoteStore {
         })
     }
 
+    /// Write `key` create-only (an existing object is left as is), then read it back.
+    pub fn put_object_once(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let inner = &self.inner;
+        self.rt.block_on(async {
+            if inner.put(key, Bytes::copy_from_slice(bytes), PutMode::Create).await? {
+                inner.check_read_back(key, bytes).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The object at `key`, or `None` when missing.
+    pub fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.rt.block_on(self.inner.get(key))
+    }
+
     pub fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {
         self.rt.block_on(self.inner.delete(&ref_key(kind, name, version)))
     }

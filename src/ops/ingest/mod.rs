@@ -281,7 +281,15 @@ pub fn ingest(vault: &Vault, opts: &IngestOptions, progress: &dyn Progress) -> R
         walk_source(opts),
     )
     .and_then(|(totals, stored)| {
-        let sealed = seal(vault, &catalog, dataset_id, &opts.name, &totals, stored, |_| Ok(()))?;
+        let sealed = seal(
+            vault,
+            &catalog,
+            dataset_id,
+            &opts.name,
+            &totals.sealed(stored),
+            |_| Ok(()),
+            |_| Ok(()),
+        )?;
         Ok((sealed, totals, stored))
     });
     progress.finish();
@@ -367,8 +375,8 @@ pub(crate) fn seal(
     catalog: &Catalog,
     dataset_id: i64,
     name: &DatasetName,
-    totals: &writer::WriterTotals,
-    stored_bytes: u64,
+    totals: &crate::catalog::DatasetTotals,
+    before_ref: impl FnOnce(RootHash) -> Result<()>,
     in_seal: impl FnOnce(&Catalog) -> Result<()>,
 ) -> Result<(RootHash, bool)> {
     let tmp = vault
@@ -397,6 +405,10 @@ pub(crate) fn seal(
         };
     }
     vault.store().put_manifest_file(root, &tmp)?;
+    if let Err(e) = before_ref(root) {
+        catalog.abandon_dataset(dataset_id)?;
+        return Err(e);
+    }
     crate::crashpoint::hit("before-ref");
     match vault
         .store()
@@ -413,16 +425,9 @@ pub(crate) fn seal(
         }
     }
     crate::crashpoint::hit("before-seal");
-    let t = crate::catalog::DatasetTotals {
-        files: totals.files,
-        dirs: totals.dirs,
-        symlinks: totals.symlinks,
-        bytes: totals.bytes,
-        stored_bytes,
-    };
     match catalog.transaction(|c| {
         in_seal(c)?;
-        c.seal_dataset(dataset_id, root, &t)
+        c.seal_dataset(dataset_id, root, totals)
     }) {
         Ok(()) => Ok((root, false)),
         // Another ingest of the same name sealed first (the partial unique index refused us).

@@ -56,6 +56,19 @@ pub struct WriterTotals {
     pub new_bytes: u64,
 }
 
+impl WriterTotals {
+    /// The totals a sealed dataset row records, with the pack bytes this run published.
+    pub fn sealed(&self, stored_bytes: u64) -> crate::catalog::DatasetTotals {
+        crate::catalog::DatasetTotals {
+            files: self.files,
+            dirs: self.dirs,
+            symlinks: self.symlinks,
+            bytes: self.bytes,
+            stored_bytes,
+        }
+    }
+}
+
 /// Chunks written to a pack whose batch is not yet recorded in the catalog.
 pub type Inflight = Arc<Mutex<HashSet<ChunkId>>>;
 
