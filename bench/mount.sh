@@ -242,7 +242,7 @@ for rep in $(seq "$REPEAT"); do
         done
     done
 done
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (v[1] !~ /^[0-9.]+$/) print v[1]; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (v[1] !~ /^[0-9.]+$/) print v[1]; else if (NR % 2) print v[(NR + 1) / 2]; else { m = (v[NR / 2] + v[NR / 2 + 1]) / 2; if (m >= 100) printf "%.0f\n", m; else printf "%.4g\n", m } }'; }
 for key in "${!ALL[@]}"; do
     R[$key]=$(echo "${ALL[$key]}" | median)
 done
