@@ -36,6 +36,17 @@ fn make_base(dir: &Path) {
 
 /// Run a command; panic with its output if it fails.
 #[track_caller]
+/// A vault with `make_base` ingested as gold/photos@v1 and a workspace `w` over it; returns
+/// the vault and the base folder.
+fn workspace_over_base() -> (TestVault, PathBuf) {
+    let v = TestVault::new();
+    let base = v.dir.parent().unwrap().join("base");
+    make_base(&base);
+    v.ingest_ok(&base, "photos", "v1", &[]);
+    v.run(["workspace", "new", "w", "--base", "gold/photos@v1"]).ok();
+    (v, base)
+}
+
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
@@ -171,12 +182,8 @@ fn real_tools_write_through_the_overlay_and_the_base_stays_intact() {
     if !can_mount() || !which("python3") {
         return;
     }
-    let v = TestVault::new();
+    let (v, base) = workspace_over_base();
     let tmp = v.dir.parent().unwrap().to_path_buf();
-    let base = tmp.join("base");
-    make_base(&base);
-    v.ingest_ok(&base, "photos", "v1", &[]);
-    v.run(["workspace", "new", "w", "--base", "gold/photos@v1"]).ok();
 
     // Inputs of the tools: an archive, and a changed copy of images/ (1 of 31 files
     // rewritten, 2 deleted, 1 added).
@@ -250,12 +257,8 @@ fn deletes_leave_whiteouts_and_a_recreated_folder_is_opaque() {
     if !can_mount() {
         return;
     }
-    let v = TestVault::new();
+    let (v, base) = workspace_over_base();
     let tmp = v.dir.parent().unwrap().to_path_buf();
-    let base = tmp.join("base");
-    make_base(&base);
-    v.ingest_ok(&base, "photos", "v1", &[]);
-    v.run(["workspace", "new", "w", "--base", "gold/photos@v1"]).ok();
     let m = mount_vault(&v, &tmp.join("mp"));
     let work = m.mp.join("work/w");
     sh(Command::new("rm").arg("-r").arg(work.join("labels")));
@@ -380,12 +383,8 @@ fn upper_files_are_passed_through_and_mixed_opens_work() {
     if !can_mount() {
         return;
     }
-    let v = TestVault::new();
+    let (v, base) = workspace_over_base();
     let tmp = v.dir.parent().unwrap().to_path_buf();
-    let base = tmp.join("base");
-    make_base(&base);
-    v.ingest_ok(&base, "photos", "v1", &[]);
-    v.run(["workspace", "new", "w", "--base", "gold/photos@v1"]).ok();
     let m = mount_vault(&v, &tmp.join("mp"));
     let work = m.mp.join("work/w");
     let upper = v.dir.join("workspaces/w/upper");

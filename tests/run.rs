@@ -58,15 +58,9 @@ fn runs(v: &TestVault, workspace: &str) -> Vec<(String, i64, Option<String>)> {
         .collect()
 }
 
-#[test]
-fn a_failing_command_is_recorded_and_nothing_is_derived() {
-    if !can_mount() {
-        return;
-    }
-    let (v, _src) = vault_with_base();
-    let _guard = NoLeftovers(Vec::new());
-    let script = r#"test -f "$DSVAULT_INPUTS/README" && echo partial > "$DSVAULT_WORKSPACE/out.txt" && exit 3"#;
-    let out = v.run([
+/// `dsvault --json run --workspace w --base gold/inputs@v1 --derive result@v1 -- sh -c SCRIPT`.
+fn run_and_derive(v: &TestVault, script: &str) -> Out {
+    v.run([
         "--json",
         "run",
         "--workspace",
@@ -79,7 +73,18 @@ fn a_failing_command_is_recorded_and_nothing_is_derived() {
         "sh",
         "-c",
         script,
-    ]);
+    ])
+}
+
+#[test]
+fn a_failing_command_is_recorded_and_nothing_is_derived() {
+    if !can_mount() {
+        return;
+    }
+    let (v, _src) = vault_with_base();
+    let _guard = NoLeftovers(Vec::new());
+    let script = r#"test -f "$DSVAULT_INPUTS/README" && echo partial > "$DSVAULT_WORKSPACE/out.txt" && exit 3"#;
+    let out = run_and_derive(&v, script);
     assert_eq!(out.code(), Some(3), "{}", out.text());
     let report: Value = out.json();
     assert_eq!(report["exit_status"], 3);
@@ -108,20 +113,7 @@ fn a_successful_command_is_derived_with_its_lineage() {
     let _guard = NoLeftovers(Vec::new());
     let script =
         r#"cp "$DSVAULT_INPUTS/data/x.bin" "$DSVAULT_WORKSPACE/copy.bin" && echo more >> "$DSVAULT_WORKSPACE/README""#;
-    let out = v.run([
-        "--json",
-        "run",
-        "--workspace",
-        "w",
-        "--base",
-        "gold/inputs@v1",
-        "--derive",
-        "result@v1",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]);
+    let out = run_and_derive(&v, script);
     assert_eq!(out.code(), Some(0), "{}", out.text());
     let report: Value = out.json();
     assert_eq!(report["derived"]["dataset"], "derived/result@v1");
