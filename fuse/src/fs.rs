@@ -242,6 +242,12 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.read_only && self.view.every_folder_immutable() {
+            // Zero-message folder opens: the kernel's default for them is KEEP_CACHE plus
+            // CACHE_DIR, right for a tree that never changes; a `find` over a listed tree
+            // then costs no request at all.
+            return reply.error(Errno::ENOSYS);
+        }
         let immutable = match self.view.getattr(ino.0) {
             Ok(a) if a.kind != NodeKind::Dir => return reply.error(Errno::ENOTDIR),
             Ok(a) => a.immutable,

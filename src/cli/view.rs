@@ -77,6 +77,10 @@ impl ReadOnlyView for VfsView {
         self.0.opendir(ino).map_err(view_error)
     }
 
+    fn every_folder_immutable(&self) -> bool {
+        self.0.dataset().is_some()
+    }
+
     fn readdir(&self, ino: u64, fh: u64, offset: u64) -> ViewResult<Vec<dsvault_fuse::DirEntry>> {
         let entries = self.0.readdir(ino, fh, offset, READDIR_PAGE).map_err(view_error)?;
         Ok(entries

@@ -5,7 +5,8 @@
 //! kernel pages through a folder. Each open folder handle remembers the names of the last
 //! page it returned: a listing that continues from there resumes after that name with an
 //! indexed query (constant cost per page, so a 100k-entry folder lists in linear time); any
-//! other offset (a seek back) skips by position.
+//! other offset (a seek back) skips by position. Folders the kernel opened itself (handle 0,
+//! see `every_folder_immutable` in the fuse crate) keep one such page per folder instead.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,11 +20,16 @@ use crate::dataset::Kind;
 /// Offsets before the first child: `.` and `..`.
 const DOTS: u64 = 2;
 
-/// Open folder handles.
+/// Folders listed without a handle whose last page is remembered; past this many the
+/// memory starts over (a forgotten page only costs the next page a skip by position).
+const UNOPENED_PAGES: usize = 4096;
+
+/// Open folder handles, and the last page of folders listed without one (handle 0).
 #[derive(Default)]
 pub(crate) struct DirTable {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    unopened: Mutex<HashMap<u64, Arc<DirHandle>>>,
 }
 
 /// An open folder: the folder's inode and the last page listed (offset, name).
@@ -47,8 +53,23 @@ impl DirTable {
         self.open.lock().expect("dir table lock").remove(&fh);
     }
 
-    fn get(&self, fh: u64) -> Option<Arc<DirHandle>> {
-        self.open.lock().expect("dir table lock").get(&fh).cloned()
+    /// The handle `fh` of folder `ino`; for handle 0, the folder's own page memory.
+    fn get(&self, ino: u64, fh: u64) -> Option<Arc<DirHandle>> {
+        if fh == 0 {
+            let mut unopened = self.unopened.lock().expect("dir table lock");
+            if unopened.len() >= UNOPENED_PAGES && !unopened.contains_key(&ino) {
+                unopened.clear();
+            }
+            let handle = unopened.entry(ino).or_insert_with(|| {
+                Arc::new(DirHandle {
+                    ino,
+                    last_page: Mutex::new(Vec::new()),
+                })
+            });
+            return Some(handle.clone());
+        }
+        let handle = self.open.lock().expect("dir table lock").get(&fh).cloned();
+        handle.filter(|h| h.ino == ino)
     }
 }
 
@@ -106,7 +127,7 @@ fn list(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usize, plus: bool)
     let skip = offset.saturating_sub(DOTS);
     match node.dataset_dir() {
         Some((dataset, path)) => {
-            let handle = shared.dirs.get(fh).filter(|h| h.ino == ino);
+            let handle = shared.dirs.get(ino, fh);
             let page = dataset_page(shared, dataset.id, &path, handle.as_deref(), skip, max)?;
             let first = skip + DOTS + 1;
             let entries: Vec<Listed> = page
