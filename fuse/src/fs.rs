@@ -28,8 +28,11 @@ const SHORT_TTL: Duration = Duration::from_secs(1);
 /// entry takes a 152-byte header plus its name; the buffer is the reader's getdents size, up
 /// to max_pages, 32 KiB for glibc's readdir).
 const READDIRPLUS_PAGE: usize = 224;
-/// Block size reported by `stat` (what tools size their reads by).
-const BLKSIZE: u32 = 1 << 20;
+/// Block size reported by `stat` (what tools size their reads by). 128 KiB, the kernel's own
+/// readahead unit: `cat` allocates a fresh buffer of this size per file, and with 1 MiB the
+/// page faults on that buffer cost more than the extra read calls save (small files read
+/// 15% slower from the page cache, large files no faster).
+const BLKSIZE: u32 = 128 << 10;
 
 /// The filesystem: a view plus the owner reported for every node.
 pub(crate) struct ViewFs<V> {
