@@ -11,6 +11,46 @@ use crate::config::VaultConfig;
 use crate::error::{Error, Result};
 use crate::store::{Store, StoreUrl};
 
+/// What a folder held before `init`, so that a failed `init` (an unreachable store, a full
+/// disk) leaves it as it was instead of half a vault.
+enum DirBefore {
+    Missing,
+    Entries(std::collections::HashSet<std::ffi::OsString>),
+}
+
+impl DirBefore {
+    fn of(dir: &Path) -> DirBefore {
+        match fs::read_dir(dir) {
+            Ok(entries) => DirBefore::Entries(entries.filter_map(|e| e.ok().map(|e| e.file_name())).collect()),
+            Err(_) => DirBefore::Missing,
+        }
+    }
+
+    /// Remove what `init` added (best effort: the error being reported matters more).
+    fn restore(&self, dir: &Path) {
+        let added: Vec<PathBuf> = match self {
+            DirBefore::Missing => vec![dir.to_path_buf()],
+            DirBefore::Entries(kept) => fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter(|e| !kept.contains(&e.file_name()))
+                .map(|e| e.path())
+                .collect(),
+        };
+        for path in added {
+            let removed = match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+                Ok(_) => fs::remove_file(&path),
+                Err(_) => Ok(()),
+            };
+            if let Err(e) = removed {
+                tracing::warn!("could not remove {} after the failed init: {e}", path.display());
+            }
+        }
+    }
+}
+
 /// An open vault.
 pub struct Vault {
     dir: PathBuf,
@@ -30,6 +70,14 @@ impl Vault {
             // Only the parsed, credential-free form is kept.
             config.store = StoreUrl::parse(url)?.to_string();
         }
+        let before = DirBefore::of(dir);
+        Vault::create(dir, config).inspect_err(|_| before.restore(dir))
+    }
+
+    /// The steps of [`Vault::init`] after its checks; `vault.toml` is written last, so a
+    /// folder without it holds no vault.
+    fn create(dir: &Path, config: VaultConfig) -> Result<Vault> {
+        let config_path = dir.join("vault.toml");
         for sub in ["", "tmp", "workspaces"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(Error::io_at("creating", &p))?;

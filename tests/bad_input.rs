@@ -452,3 +452,44 @@ fn mode_000_file_is_ingested_by_root_with_its_mode_kept() {
     );
     assert_same_tree(&src, &out);
 }
+
+/// `init --store` with a store nobody answers at: a clear error naming the store and what
+/// to check, and the folder left as it was (no half vault that a later `init` trips over).
+#[test]
+fn init_with_an_unreachable_store_leaves_no_half_vault() {
+    let tmp = tempdir();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // the listener is dropped here: nothing answers on this port
+    let init = |dir: &Path| {
+        let mut cmd = TestVault::at(dir).cmd();
+        cmd.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{closed_port}"))
+            .env("AWS_ACCESS_KEY_ID", "key")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_REGION", "us-east-1")
+            .args(["init", "--store", "s3://nobody/vault"]);
+        run_cmd(cmd)
+            .code_is(1)
+            .mentions(&["s3://nobody/vault", "reachable", "credentials"])
+    };
+
+    let fresh = tmp.path().join("fresh");
+    init(&fresh);
+    assert!(!fresh.exists(), "a failed init left {}", fresh.display());
+
+    let existing = tmp.path().join("existing");
+    write_file(&existing, "notes.txt", b"mine");
+    init(&existing);
+    let left: Vec<_> = fs::read_dir(&existing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "a failed init changed a folder that existed");
+    assert_eq!(fs::read(existing.join("notes.txt")).unwrap(), b"mine");
+
+    // The same folder then takes a local vault.
+    TestVault::at(&existing).run(["init"]).ok();
+    TestVault::at(&existing).verify();
+}
