@@ -101,6 +101,11 @@ pub enum Error {
     WorkspaceNotFound(String),
     #[error("workspace {0} already exists; pick another name or `dsvault workspace rm {0}` first")]
     WorkspaceExists(String),
+    #[error(
+        "workspace {name} is being changed by another process ({holder}); stop or unmount that \
+         first, or read the workspace through that mount"
+    )]
+    WorkspaceBusy { name: String, holder: String },
     #[error("{dataset}, a base of workspace {workspace}, is no longer in the vault; remove the workspace")]
     BaseMissing { workspace: String, dataset: String },
     #[error("{dataset} is a base of workspace {workspace}; `dsvault workspace rm {workspace}` first")]

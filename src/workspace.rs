@@ -30,12 +30,70 @@ pub struct Workspace {
     pub bases: Vec<DatasetRow>,
 }
 
+/// The right to change a workspace's upper layer, held by one process at a time: an
+/// exclusive `flock` on `<vault>/workspaces/<name>/writer.lock`, which the kernel releases
+/// when the process ends, however it ends. The file names the holder for the message others
+/// get.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: fs::File,
+}
+
 /// `<vault>/workspaces/<name>`.
 fn workspace_dir(vault: &Vault, name: &str) -> PathBuf {
     vault.workspaces_dir().join(name)
 }
 
 impl Workspace {
+    /// Take the workspace's [`WriterLock`], or fail with [`Error::WorkspaceBusy`] naming the
+    /// process that holds it.
+    pub fn lock_writer(&self) -> Result<WriterLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let dir = self.upper.parent().unwrap_or(&self.upper);
+        let path = dir.join("writer.lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io_at("opening", &path))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(Error::io_at("locking", &path)(err));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(Error::WorkspaceBusy {
+                name: self.name.clone(),
+                holder: if holder.is_empty() {
+                    "unknown".into()
+                } else {
+                    holder.to_string()
+                },
+            });
+        }
+        let cmdline = fs::read("/proc/self/cmdline").unwrap_or_default();
+        let cmdline: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let holder = format!("pid {}: {}", std::process::id(), cmdline.join(" "));
+        let described = file
+            .set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(holder.as_bytes()));
+        if let Err(e) = described {
+            tracing::debug!("could not describe the holder in {}: {e}", path.display());
+        }
+        Ok(WriterLock { _file: file })
+    }
+
     /// Create workspace `name` over `bases` (lowest first), with an empty upper layer.
     pub fn create(vault: &Vault, name: &str, bases: &[DatasetRef]) -> Result<Workspace> {
         validate_component("workspace name", name)?;

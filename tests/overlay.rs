@@ -448,3 +448,38 @@ fn upper_files_are_passed_through_and_mixed_opens_work() {
     assert_eq!(fs::read(upper.join("mapped.bin")).unwrap(), through);
     v.verify_read_data();
 }
+
+/// Two writable mounts of one vault: the first to change workspace `w` holds it until it is
+/// unmounted; the other reads it but its changes answer EBUSY, and `run` on `w` refuses to
+/// start, naming the holder. Once the first mount is gone, the other can write.
+#[test]
+fn one_workspace_is_changed_through_one_mount_at_a_time() {
+    if !can_mount() {
+        return;
+    }
+    let (v, base) = workspace_over_base();
+    let tmp = v.dir.parent().unwrap().to_path_buf();
+    let first = mount_vault(&v, &tmp.join("mp1"));
+    let second = mount_vault(&v, &tmp.join("mp2"));
+    let (w1, w2) = (first.mp.join("work/w"), second.mp.join("work/w"));
+
+    fs::write(w1.join("new.txt"), b"from the first mount\n").unwrap();
+    let busy = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    assert_eq!(busy(fs::write(w2.join("other.txt"), b"x")), Some(libc::EBUSY));
+    assert_eq!(busy(fs::remove_file(w2.join("README"))), Some(libc::EBUSY));
+    assert_eq!(busy(fs::create_dir(w2.join("dir"))), Some(libc::EBUSY));
+    assert_eq!(
+        fs::read(w2.join("README")).unwrap(),
+        fs::read(base.join("README")).unwrap()
+    );
+    v.run(["run", "--workspace", "w", "--", "true"])
+        .code_is(1)
+        .mentions(&["workspace w is being changed by another process", "pid "]);
+
+    assert_eq!(first.unmount(), Some(0));
+    fs::write(w2.join("other.txt"), b"now mine\n").unwrap();
+    assert_eq!(fs::read(w2.join("new.txt")).unwrap(), b"from the first mount\n");
+    assert_eq!(second.unmount(), Some(0));
+    v.run(["run", "--workspace", "w", "--", "true"]).ok();
+    v.verify();
+}

@@ -81,6 +81,10 @@ struct RunReport {
 pub fn run(g: &Globals, a: RunArgs) -> Result<i32> {
     let vault = g.open_vault()?;
     let ws = open_or_create(&vault, &a.workspace, &a.bases)?;
+    // Fail before the command starts, not at its first write, when another mount is
+    // changing this workspace. (The lock is let go here and taken again by this run's mount
+    // at the command's first change.)
+    drop(ws.lock_writer()?);
     let mp = private_mountpoint()?;
     let signals = Signals::block();
     limit_malloc_arenas();

@@ -35,7 +35,7 @@ impl Overlay {
     /// Create and open a new file.
     pub fn create(&self, shared: &Shared, parent: u64, name: &[u8], mode: u32, flags: i32) -> VfsResult<(Attr, u64)> {
         let (ws, path) = self.child_path(parent, name)?;
-        let _guard = ws.lock.lock().expect("workspace lock");
+        let _guard = ws.change()?;
         if ws.resolve(shared, &path)?.is_some() {
             return Err(VfsError::Exists);
         }
@@ -58,7 +58,7 @@ impl Overlay {
 
     pub fn mkdir(&self, shared: &Shared, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
         let (ws, path) = self.child_path(parent, name)?;
-        let _guard = ws.lock.lock().expect("workspace lock");
+        let _guard = ws.change()?;
         if ws.resolve(shared, &path)?.is_some() {
             return Err(VfsError::Exists);
         }
@@ -72,7 +72,7 @@ impl Overlay {
 
     pub fn symlink(&self, shared: &Shared, parent: u64, name: &[u8], target: &Path) -> VfsResult<Attr> {
         let (ws, path) = self.child_path(parent, name)?;
-        let _guard = ws.lock.lock().expect("workspace lock");
+        let _guard = ws.change()?;
         if ws.resolve(shared, &path)?.is_some() {
             return Err(VfsError::Exists);
         }
@@ -89,7 +89,7 @@ impl Overlay {
 
     pub fn unlink(&self, shared: &Shared, parent: u64, name: &[u8]) -> VfsResult<()> {
         let (ws, path) = self.child_path(parent, name)?;
-        let _guard = ws.lock.lock().expect("workspace lock");
+        let _guard = ws.change()?;
         match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
             f if f.is_dir() => return Err(VfsError::IsADirectory),
             Found::Upper(_) => fs::remove_file(ws.upper_path(&path))?,
@@ -102,7 +102,7 @@ impl Overlay {
 
     pub fn rmdir(&self, shared: &Shared, parent: u64, name: &[u8]) -> VfsResult<()> {
         let (ws, path) = self.child_path(parent, name)?;
-        let _guard = ws.lock.lock().expect("workspace lock");
+        let _guard = ws.change()?;
         let found = ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)?;
         if !found.is_dir() {
             return Err(VfsError::NotADirectory);
@@ -145,7 +145,7 @@ impl Overlay {
         if !Arc::ptr_eq(&ws, &ws2) {
             return Err(VfsError::CrossDevice);
         }
-        let _guard = ws.lock.lock().expect("workspace lock");
+        let _guard = ws.change()?;
         let src = ws.resolve(shared, &from)?.ok_or(VfsError::NotFound)?;
         if from == to {
             return Ok(());
@@ -196,7 +196,7 @@ impl Overlay {
             return Ok(meta_attr(ino, &f.metadata()?));
         }
         let (ws, path) = self.path(ino)?;
-        let _guard = ws.lock.lock().expect("workspace lock");
+        let _guard = ws.change()?;
         if !path.is_empty() {
             // Truncating to zero needs none of the old bytes.
             let content = changes.size != Some(0);

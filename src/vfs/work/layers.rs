@@ -14,11 +14,14 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::catalog::entries::{join_path, split_path};
 use crate::catalog::{Entry, EntryKind};
-use crate::vfs::{DatasetInfo, Shared, VfsResult};
+use crate::error::Error;
+use crate::vfs::{DatasetInfo, Shared, VfsError, VfsResult};
+use crate::workspace::{Workspace, WriterLock};
 
 /// Base entries listed per catalog query.
 const PAGE: usize = 4096;
@@ -33,8 +36,13 @@ pub(crate) struct Ws {
     /// Base datasets, lowest first.
     pub bases: Vec<Arc<DatasetInfo>>,
     whiteouts: RwLock<BTreeSet<Vec<u8>>>,
-    /// Held by every change of the workspace's tree (create, copy-up, rename, delete).
-    pub lock: Mutex<()>,
+    /// Held by every change of the workspace's tree (create, copy-up, rename, delete):
+    /// see [`Ws::change`]. Holds the workspace's writer lock once a change has taken it.
+    lock: Mutex<Option<WriterLock>>,
+    /// The workspace, for taking its writer lock.
+    workspace: Workspace,
+    /// A refused change was logged (once per view, not once per call).
+    busy_logged: AtomicBool,
 }
 
 /// What a path of the merged view is.
@@ -55,15 +63,38 @@ impl Found {
 }
 
 impl Ws {
-    pub fn new(id: i64, upper: PathBuf, scratch: PathBuf, bases: Vec<Arc<DatasetInfo>>, whiteouts: Vec<Vec<u8>>) -> Ws {
+    pub fn new(workspace: Workspace, scratch: PathBuf, bases: Vec<Arc<DatasetInfo>>, whiteouts: Vec<Vec<u8>>) -> Ws {
         Ws {
-            id,
-            upper,
+            id: workspace.id,
+            upper: workspace.upper.clone(),
             scratch,
             bases,
             whiteouts: RwLock::new(whiteouts.into_iter().collect()),
-            lock: Mutex::new(()),
+            lock: Mutex::new(None),
+            workspace,
+            busy_logged: AtomicBool::new(false),
         }
+    }
+
+    /// Permission to change the tree: serialises changes within this process and, on the
+    /// first one, takes the workspace's writer lock (kept for the life of the view), so two
+    /// mounts never change one workspace at once. While another process holds it, changes
+    /// answer EBUSY and the first refusal is logged with the holder.
+    pub fn change(&self) -> VfsResult<MutexGuard<'_, Option<WriterLock>>> {
+        let mut guard = self.lock.lock().expect("workspace lock");
+        if guard.is_none() {
+            match self.workspace.lock_writer() {
+                Ok(writer) => *guard = Some(writer),
+                Err(e @ Error::WorkspaceBusy { .. }) => {
+                    if !self.busy_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!("mount: {e}");
+                    }
+                    return Err(VfsError::Os(libc::EBUSY));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(guard)
     }
 
     /// The upper-layer path of a workspace path.

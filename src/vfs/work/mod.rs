@@ -304,7 +304,7 @@ impl Overlay {
         let (ws, path) = self.path(ino)?;
         let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writing {
-            let _guard = ws.lock.lock().expect("workspace lock");
+            let _guard = ws.change()?;
             match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
                 f if f.is_dir() => return Err(VfsError::IsADirectory),
                 _ => upper::copy_up(shared, &ws, &path, true)?,
@@ -380,5 +380,5 @@ fn load_workspace(shared: &Shared, name: &str) -> VfsResult<Ws> {
         .parent()
         .map_or_else(|| w.upper.join(".."), |p| p.join("scratch"));
     upper::clear_dead_scratch(&scratch);
-    Ok(Ws::new(w.id, w.upper, scratch, bases, whiteouts))
+    Ok(Ws::new(w, scratch, bases, whiteouts))
 }
