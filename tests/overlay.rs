@@ -300,6 +300,11 @@ fn deletes_leave_whiteouts_and_a_recreated_folder_is_opaque() {
         Some(libc::EROFS)
     );
     drop(kept);
+    // fsync of workspace folders (an upper one, one only in the base, the workspace root)
+    // reaches the mount and succeeds; it is what makes whiteouts durable before an unmount.
+    for dir in [work.join("labels2"), work.join("images"), work.clone()] {
+        fs::File::open(&dir).unwrap().sync_all().unwrap();
+    }
     let catalog = v.catalog();
     let whiteouts: Vec<String> = catalog
         .prepare("SELECT CAST(path AS TEXT) FROM whiteouts ORDER BY path")

@@ -236,6 +236,11 @@ pub trait WritableView: ReadOnlyView {
         let _ = (ino, fh, datasync);
         Ok(())
     }
+    /// Make the entries of folder `ino` (creates, deletes, renames in it) durable.
+    fn fsyncdir(&self, ino: u64) -> ViewResult<()> {
+        let _ = ino;
+        Ok(())
+    }
     /// Change attributes; `fh` is the open file the change came through, if any.
     fn setattr(&self, ino: u64, fh: Option<u64>, changes: &SetAttr) -> ViewResult<Attr> {
         let _ = (ino, fh, changes);

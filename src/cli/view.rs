@@ -186,6 +186,10 @@ impl WritableView for VfsView {
         self.0.fsync(fh, datasync).map_err(view_error)
     }
 
+    fn fsyncdir(&self, ino: u64) -> ViewResult<()> {
+        self.0.fsyncdir(ino).map_err(view_error)
+    }
+
     fn setattr(&self, ino: u64, fh: Option<u64>, c: &dsvault_fuse::SetAttr) -> ViewResult<dsvault_fuse::Attr> {
         let changes = vfs::SetAttr {
             mode: c.mode,

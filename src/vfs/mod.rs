@@ -258,6 +258,18 @@ pub struct Vfs {
     prefetcher: Prefetcher,
 }
 
+impl Drop for Vfs {
+    /// A view that showed workspaces makes its unsynced whiteouts durable when it ends
+    /// (an unmount), so a clean unmount never leaves deletes that a power cut could undo.
+    fn drop(&mut self) {
+        if self.shared.options.workspaces && self.shared.single.is_none() {
+            if let Err(e) = self.shared.pool.with(|c| c.sync_wal()) {
+                tracing::warn!("syncing the catalog at unmount: {e}");
+            }
+        }
+    }
+}
+
 impl Vfs {
     /// A view of `scope` in `vault`. Fails when a single dataset does not exist.
     pub fn new(vault: Vault, scope: &Scope, options: VfsOptions) -> crate::Result<Vfs> {
@@ -517,6 +529,16 @@ impl Vfs {
             return Ok(());
         }
         self.shared.work.fsync(fh, datasync)
+    }
+
+    /// Make a workspace folder's entries durable: its upper folder, and the whiteouts
+    /// (committed to the catalog without a sync, see `Ws::add_whiteout`).
+    pub fn fsyncdir(&self, ino: u64) -> VfsResult<()> {
+        if !self.work_node(ino) {
+            return Ok(());
+        }
+        self.shared.work.fsyncdir(ino)?;
+        Ok(self.shared.pool.with(|c| c.sync_wal())?)
     }
 
     /// `fallocate(2)` on a file opened for writing.

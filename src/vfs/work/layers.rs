@@ -168,9 +168,10 @@ impl Ws {
         false
     }
 
-    /// Hide the bases' entry at `path` (and below): in the catalog first, then here.
+    /// Hide the bases' entry at `path` (and below): in the catalog first, then here. The
+    /// catalog commit is not synced: see [`Ws::sync`].
     pub fn add_whiteout(&self, shared: &Shared, path: &[u8]) -> VfsResult<()> {
-        shared.pool.with(|c| c.add_whiteout(self.id, path))?;
+        shared.pool.with(|c| c.add_whiteout_unsynced(self.id, path))?;
         self.whiteouts.write().expect("whiteouts lock").insert(path.to_vec());
         Ok(())
     }

@@ -338,6 +338,17 @@ impl Overlay {
         }
     }
 
+    /// fsync the upper folder of `ino`, if it has one (a folder only in the bases has no
+    /// entries of its own to sync).
+    pub fn fsyncdir(&self, ino: u64) -> VfsResult<()> {
+        let (ws, path) = self.path(ino)?;
+        match std::fs::File::open(ws.upper_path(&path)) {
+            Ok(dir) => Ok(dir.sync_all()?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> VfsResult<()> {
         let f = self.handles.file(fh).ok_or(VfsError::BadHandle)?;
         handles::fallocate(&f, offset, length, mode)
