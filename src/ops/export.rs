@@ -15,9 +15,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, DatasetRow, Entry, EntryKind};
+use crate::catalog::{Catalog, ChunkLocation, DatasetRow, Entry, EntryKind};
 use crate::dataset::DatasetRef;
 use crate::error::{Error, Result};
+use crate::id::PackId;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::vault::Vault;
@@ -33,8 +34,40 @@ pub struct ExportReport {
     pub bytes: u64,
 }
 
-/// Stored bytes a remote store is asked to fetch ahead of `export` and `cat`, per file.
+/// Stored bytes the store is asked to fetch ahead of `export` and `cat`: within a file, and
+/// for `export` across the files that come next.
 const FETCH_AHEAD: u64 = 16 << 20;
+/// Files `export` looks ahead at most (many tiny files must not pile up in memory).
+const FILES_AHEAD: usize = 1024;
+/// Newly queued bytes (or files) that make `export` advise the store: files advised together
+/// share GETs where they are neighbours in a pack.
+const ADVISE_BATCH: u64 = 4 << 20;
+const ADVISE_BATCH_FILES: usize = 64;
+
+/// Where each chunk of a file is stored, in file order (none for an empty file).
+fn file_locations(catalog: &Catalog, dataset: &DatasetRow, entry: &Entry) -> Result<Vec<ChunkLocation>> {
+    let Some(content_id) = entry.content_id else {
+        return Ok(Vec::new());
+    };
+    catalog
+        .content_chunks(content_id)?
+        .iter()
+        .map(|c| catalog.chunk_location(c.chunk))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| damaged(dataset, entry, e))
+}
+
+fn damaged(dataset: &DatasetRow, entry: &Entry, e: Error) -> Error {
+    let path = String::from_utf8_lossy(&entry.path()).into_owned();
+    Error::Damaged(format!(
+        "{}:{path}: {e}; the file cannot be read until the pack is repaired (`dsvault verify --read-data` lists all damage)",
+        dataset.name
+    ))
+}
+
+fn stored_range(loc: &ChunkLocation) -> (PackId, u64, u64) {
+    (loc.pack, loc.entry.offset, loc.entry.stored_len as u64)
+}
 
 /// Stream a file's verified bytes to `out`; returns bytes written.
 pub fn write_content(
@@ -44,37 +77,38 @@ pub fn write_content(
     entry: &Entry,
     out: &mut dyn Write,
 ) -> Result<u64> {
-    let Some(content_id) = entry.content_id else {
-        return Ok(0);
-    };
+    let locations = file_locations(catalog, dataset, entry)?;
+    write_located(store, dataset, entry, &locations, out)
+}
+
+/// [`write_content`] with the chunk locations already looked up.
+fn write_located(
+    store: &Store,
+    dataset: &DatasetRow,
+    entry: &Entry,
+    locations: &[ChunkLocation],
+    out: &mut dyn Write,
+) -> Result<u64> {
     let path = String::from_utf8_lossy(&entry.path()).into_owned();
-    let damaged = |e: Error| {
-        Error::Damaged(format!("{}:{path}: {e}; the file cannot be read until the pack is repaired (`dsvault verify --read-data` lists all damage)", dataset.name))
-    };
     let mut written = 0u64;
-    let locations = catalog
-        .content_chunks(content_id)?
-        .iter()
-        .map(|c| catalog.chunk_location(c.chunk))
-        .collect::<Result<Vec<_>>>()
-        .map_err(damaged)?;
     // A remote store fetches the next chunks while this one is written: neighbours in a pack
     // in one GET, several GETs at once.
     let remote = store.is_remote();
     let (mut advised, mut ahead) = (0, 0u64);
-    for loc in &locations {
+    for loc in locations {
         if remote && ahead < FETCH_AHEAD / 2 && advised < locations.len() {
             let mut ranges = Vec::new();
             while advised < locations.len() && ahead < FETCH_AHEAD {
-                let e = &locations[advised].entry;
-                ranges.push((locations[advised].pack, e.offset, e.stored_len as u64));
-                ahead += e.stored_len as u64;
+                ranges.push(stored_range(&locations[advised]));
+                ahead += locations[advised].entry.stored_len as u64;
                 advised += 1;
             }
             store.advise_chunks(&ranges);
         }
         ahead = ahead.saturating_sub(loc.entry.stored_len as u64);
-        let bytes = store.read_chunk(loc.pack, &loc.entry).map_err(damaged)?;
+        let bytes = store
+            .read_chunk(loc.pack, &loc.entry)
+            .map_err(|e| damaged(dataset, entry, e))?;
         out.write_all(&bytes)
             .map_err(|e| Error::io("writing", Path::new(&path), e))?;
         written += bytes.len() as u64;
@@ -86,6 +120,57 @@ pub fn write_content(
         )));
     }
     Ok(written)
+}
+
+/// Files `export` has listed but not written yet, with their chunks, so the store can fetch
+/// the next files while this one is written: a remote store in coalesced GETs (a dataset of
+/// small files otherwise costs a round trip per file), a local one into the page cache.
+#[derive(Default)]
+struct LookAhead {
+    queue: std::collections::VecDeque<(Entry, PathBuf, Vec<ChunkLocation>)>,
+    queued_bytes: u64,
+    /// Chunks of queued files not yet advised to the store, and their bytes.
+    unadvised: Vec<(PackId, u64, u64)>,
+    unadvised_files: usize,
+    unadvised_bytes: u64,
+}
+
+impl LookAhead {
+    fn push(&mut self, store: &Store, entry: Entry, target: PathBuf, locations: Vec<ChunkLocation>) {
+        let bytes: u64 = locations.iter().map(|l| l.entry.stored_len as u64).sum();
+        self.unadvised.extend(locations.iter().map(stored_range));
+        self.unadvised_files += 1;
+        self.unadvised_bytes += bytes;
+        self.queued_bytes += bytes;
+        self.queue.push_back((entry, target, locations));
+        if self.unadvised_bytes >= ADVISE_BATCH || self.unadvised_files >= ADVISE_BATCH_FILES {
+            self.advise(store);
+        }
+    }
+
+    fn advise(&mut self, store: &Store) {
+        if !self.unadvised.is_empty() {
+            store.advise_chunks(&self.unadvised);
+        }
+        self.unadvised.clear();
+        self.unadvised_files = 0;
+        self.unadvised_bytes = 0;
+    }
+
+    fn full(&self) -> bool {
+        self.queued_bytes > FETCH_AHEAD || self.queue.len() > FILES_AHEAD
+    }
+
+    /// The oldest queued file, its chunks advised.
+    fn pop(&mut self, store: &Store) -> Option<(Entry, PathBuf, Vec<ChunkLocation>)> {
+        if self.unadvised_files == self.queue.len() {
+            self.advise(store);
+        }
+        let next = self.queue.pop_front()?;
+        let bytes: u64 = next.2.iter().map(|l| l.entry.stored_len as u64).sum();
+        self.queued_bytes -= bytes;
+        Some(next)
+    }
 }
 
 /// `cat`: one file of a dataset to `out`.
@@ -168,6 +253,20 @@ pub fn export(vault: &Vault, dataset: &DatasetRef, dest: &Path, progress: &dyn P
         bytes: 0,
     };
     let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
+    // Folders and symlinks are made as they are listed, files a little later (a folder is
+    // always listed before what it holds, so it exists by the time its files are written).
+    let store = vault.store();
+    let mut ahead = LookAhead::default();
+    let mut write_next = |ahead: &mut LookAhead| -> Result<()> {
+        let Some((e, target, locations)) = ahead.pop(store) else {
+            return Ok(());
+        };
+        let bytes = export_file(store, &d, &e, &locations, &target)?;
+        report.files += 1;
+        report.bytes += bytes;
+        progress.advance(bytes);
+        Ok(())
+    };
     catalog.for_each_entry(d.id, |e| {
         if !safe_relative(&e) {
             return Err(Error::Damaged(format!(
@@ -190,14 +289,18 @@ pub fn export(vault: &Vault, dataset: &DatasetRef, dest: &Path, progress: &dyn P
                 report.symlinks += 1;
             }
             EntryKind::File => {
-                let bytes = export_file(vault.store(), &catalog, &d, &e, &target)?;
-                report.files += 1;
-                report.bytes += bytes;
-                progress.advance(bytes);
+                let locations = file_locations(&catalog, &d, &e)?;
+                ahead.push(store, e, target, locations);
+                while ahead.full() {
+                    write_next(&mut ahead)?;
+                }
             }
         }
         Ok(())
     })?;
+    while !ahead.queue.is_empty() {
+        write_next(&mut ahead)?;
+    }
     // Folder modes last (a read-only folder must be filled first), deepest first.
     for (path, mode, mtime_ns) in dirs.iter().rev() {
         fs::set_permissions(path, fs::Permissions::from_mode(*mode))
@@ -210,7 +313,7 @@ pub fn export(vault: &Vault, dataset: &DatasetRef, dest: &Path, progress: &dyn P
     Ok(report)
 }
 
-fn export_file(store: &Store, catalog: &Catalog, d: &DatasetRow, e: &Entry, target: &Path) -> Result<u64> {
+fn export_file(store: &Store, d: &DatasetRow, e: &Entry, locations: &[ChunkLocation], target: &Path) -> Result<u64> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -219,7 +322,7 @@ fn export_file(store: &Store, catalog: &Catalog, d: &DatasetRow, e: &Entry, targ
         .open(target)
         .map_err(Error::io_at("creating file", target))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-    let written = write_content(store, catalog, d, e, &mut out)
+    let written = write_located(store, d, e, locations, &mut out)
         .and_then(|n| out.flush().map(|_| n).map_err(Error::io_at("writing", target)));
     drop(out);
     let written = match written {
