@@ -15,7 +15,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::mounted::{can_mount, mount_vault};
+use common::mounted::{can_mount, mount_vault, mount_vault_with};
 use common::*;
 
 /// A base: folders, a multi-chunk file, small files, a symlink.
@@ -182,6 +182,13 @@ fn real_tools_write_through_the_overlay_and_the_base_stays_intact() {
     if !can_mount() || !which("python3") {
         return;
     }
+    real_tools_through_a_mount(&[]);
+    // Without FUSE passthrough (kernels before 6.9, non-root mounts) every read and write
+    // goes through the mount.
+    real_tools_through_a_mount(&[("DSVAULT_NO_PASSTHROUGH", "1")]);
+}
+
+fn real_tools_through_a_mount(env: &[(&str, &str)]) {
     let (v, base) = workspace_over_base();
     let tmp = v.dir.parent().unwrap().to_path_buf();
 
@@ -206,7 +213,7 @@ fn real_tools_write_through_the_overlay_and_the_base_stays_intact() {
     run_tools(&local, &base, &archive, &changed);
 
     let mp = tmp.join("mp");
-    let m = mount_vault(&v, &mp);
+    let m = mount_vault_with(&v, &mp, env);
     let work = mp.join("work/w");
     run_tools(&work, &base, &archive, &changed);
     same_content(&local, &work);
@@ -487,4 +494,95 @@ fn one_workspace_is_changed_through_one_mount_at_a_time() {
     assert_eq!(second.unmount(), Some(0));
     v.run(["run", "--workspace", "w", "--", "true"]).ok();
     v.verify();
+}
+
+/// Hard links inside a workspace: `ln` of a base file (copied up first) and of a new file,
+/// writes through one name seen through the other, `cp -al` of a base folder, and a derive
+/// that holds both names. A dataset file cannot be linked into a workspace (EXDEV), nor a
+/// folder (EPERM).
+///
+/// Also without FUSE passthrough (kernels before 6.9, non-root mounts), where each name has a
+/// page cache of its own: a name read before a write through the other must not serve the
+/// old bytes on its next open.
+#[test]
+fn hard_links_work_within_a_workspace() {
+    if !can_mount() {
+        return;
+    }
+    hard_links_through_a_mount(&[]);
+    hard_links_through_a_mount(&[("DSVAULT_NO_PASSTHROUGH", "1")]);
+}
+
+fn hard_links_through_a_mount(env: &[(&str, &str)]) {
+    let (v, base) = workspace_over_base();
+    let tmp = v.dir.parent().unwrap().to_path_buf();
+    let m = mount_vault_with(&v, &tmp.join("mp"), env);
+    let work = m.mp.join("work/w");
+    let train = fs::read(base.join("labels/train.csv")).unwrap();
+
+    fs::hard_link(work.join("labels/train.csv"), work.join("train-link.csv")).unwrap();
+    assert!(fs::read(work.join("train-link.csv")).unwrap() == train);
+    assert!(fs::read(work.join("labels/train.csv")).unwrap() == train, "{env:?}");
+    let mut appended = fs::OpenOptions::new()
+        .append(true)
+        .open(work.join("train-link.csv"))
+        .unwrap();
+    std::io::Write::write_all(&mut appended, b"one more row\n").unwrap();
+    drop(appended);
+    let mut longer = train.clone();
+    longer.extend_from_slice(b"one more row\n");
+    assert!(
+        fs::read(work.join("labels/train.csv")).unwrap() == longer,
+        "the other name serves old bytes {env:?}"
+    );
+    // The same size, new bytes: no size change for the kernel to notice.
+    let changed = fs::OpenOptions::new()
+        .write(true)
+        .open(work.join("train-link.csv"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&changed, b"CHANGED", 0).unwrap();
+    drop(changed);
+    longer[..7].copy_from_slice(b"CHANGED");
+    assert!(
+        fs::read(work.join("labels/train.csv")).unwrap() == longer,
+        "the other name serves old bytes {env:?}"
+    );
+
+    fs::write(work.join("new.txt"), b"fresh\n").unwrap();
+    fs::hard_link(work.join("new.txt"), work.join("labels/new-link.txt")).unwrap();
+    fs::remove_file(work.join("new.txt")).unwrap();
+    assert_eq!(fs::read(work.join("labels/new-link.txt")).unwrap(), b"fresh\n");
+
+    sh(Command::new("cp")
+        .arg("-al")
+        .arg(work.join("images"))
+        .arg(work.join("images-linked")));
+    assert_eq!(
+        fs::read(work.join("images-linked/a.bin")).unwrap(),
+        fs::read(base.join("images/a.bin")).unwrap()
+    );
+
+    let err = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    assert_eq!(
+        err(fs::hard_link(
+            m.mp.join("gold/photos/v1/README"),
+            work.join("README-gold")
+        )),
+        Some(libc::EXDEV)
+    );
+    assert_eq!(
+        err(fs::hard_link(work.join("images"), work.join("images-dir-link"))),
+        Some(libc::EPERM)
+    );
+
+    v.run(["derive", "w", "--name", "linked", "--version", "v1"]).ok();
+    let exported = tmp.join("linked-export");
+    v.export_ok("derived/linked@v1", &exported);
+    same_content(&work, &exported);
+    assert!(fs::read(exported.join("train-link.csv")).unwrap() == longer);
+    assert_eq!(m.unmount(), Some(0));
+    v.verify_read_data();
+    let again = tmp.join("base-export");
+    v.export_ok("gold/photos@v1", &again);
+    assert_same_tree(&base, &again);
 }

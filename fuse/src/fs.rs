@@ -109,6 +109,15 @@ impl<V: WritableView> ViewFs<V> {
         }
     }
 
+    /// Does the local file behind handle `fh` have more than one name?
+    fn hard_linked(&self, fh: u64) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.view
+            .backing_file(fh)
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.nlink() > 1)
+    }
+
     /// The errno for an operation no view supports: EROFS where nothing can be written,
     /// EOPNOTSUPP in writable parts.
     fn unsupported(&self, ino: u64) -> Errno {
@@ -147,7 +156,10 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         // Writable mounts: the kernel reads and writes workspace files itself (see
         // passthrough.rs). Stack depth 2 lets those files sit on an overlayfs (a container's
         // disk); this mount then cannot be a layer of another overlayfs.
+        // DSVAULT_NO_PASSTHROUGH=1 serves them through the mount instead (what kernels
+        // before 6.9 and non-root mounts get), for tests and for working around a kernel.
         if !self.read_only
+            && std::env::var_os("DSVAULT_NO_PASSTHROUGH").is_none_or(|v| v != "1")
             && config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok()
         {
@@ -194,10 +206,12 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         match self.view.open_with(ino.0, flags.0) {
             // Content changes only through this mount, which the kernel sees (writes go
             // through its page cache, or straight to the backing file): cached handles may
-            // keep pages across opens.
+            // keep pages across opens, unless the file has other names (hard links), which
+            // are other inodes to the kernel with page caches of their own.
             Ok(fh) => {
+                let keep_cache = !self.hard_linked(fh);
                 let backing = self.passthrough_file(fh);
-                self.passthrough.reply(ino.0, fh, backing.as_deref(), reply)
+                self.passthrough.reply(ino.0, fh, backing.as_deref(), keep_cache, reply)
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -509,7 +523,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
                     ttl: ttl(&a),
                     attr: self.file_attr(&a),
                 };
-                self.passthrough.reply(a.ino, fh, backing.as_deref(), created)
+                self.passthrough.reply(a.ino, fh, backing.as_deref(), true, created)
             }
             Err(e) => reply.error(errno(&e)),
         }

@@ -119,11 +119,17 @@ impl Passthrough {
     }
 
     /// Answer the open of handle `fh` of `ino`, whose local file is `backing` (if any):
-    /// passthrough when the kernel's rules allow it, else cached.
-    pub fn reply<R: OpenReply>(&self, ino: u64, fh: u64, backing: Option<&File>, reply: R) {
+    /// passthrough when the kernel's rules allow it, else cached, keeping the inode's page
+    /// cache from earlier opens only if `keep_cache`.
+    pub fn reply<R: OpenReply>(&self, ino: u64, fh: u64, backing: Option<&File>, keep_cache: bool, reply: R) {
+        let keep = if keep_cache {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
         if !self.negotiated() {
             // Every write goes through the FUSE page cache and the view: it stays right.
-            return reply.cached(fh, FopenFlags::FOPEN_KEEP_CACHE);
+            return reply.cached(fh, keep);
         }
         let mut state = self.state.lock().expect("passthrough lock");
         let State { inodes, handles } = &mut *state;
@@ -131,7 +137,7 @@ impl Passthrough {
         let Some(file) = backing else {
             io.cached += 1;
             handles.insert(fh, (ino, false));
-            return reply.cached(fh, FopenFlags::FOPEN_KEEP_CACHE);
+            return reply.cached(fh, keep);
         };
         if io.cached == 0 && io.backing.is_none() && self.enabled() {
             match reply.open_backing(file) {
@@ -152,7 +158,7 @@ impl Passthrough {
                 let flags = if self.used.load(Ordering::Relaxed) {
                     FopenFlags::empty()
                 } else {
-                    FopenFlags::FOPEN_KEEP_CACHE
+                    keep
                 };
                 reply.cached(fh, flags)
             }

@@ -237,8 +237,11 @@ impl WritableView for VfsView {
             .map_err(view_error)
     }
 
-    fn link(&self, ino: u64, new_parent: u64, _new_name: &OsStr) -> ViewResult<dsvault_fuse::Attr> {
-        self.0.link(ino, new_parent).map(attr).map_err(view_error)
+    fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> ViewResult<dsvault_fuse::Attr> {
+        self.0
+            .link(ino, new_parent, new_name.as_bytes())
+            .map(attr)
+            .map_err(view_error)
     }
 
     fn fallocate(&self, _ino: u64, fh: u64, offset: u64, length: u64, mode: i32) -> ViewResult<()> {

@@ -605,11 +605,13 @@ impl Vfs {
         }
     }
 
-    /// Hard links: not supported in workspaces (one path per upper file).
-    pub fn link(&self, _ino: u64, new_parent: u64) -> VfsResult<Attr> {
-        match self.work_node(new_parent) {
-            true => Err(VfsError::Unsupported),
-            false => Err(VfsError::ReadOnly),
+    /// A hard link `name` in folder `new_parent` to `ino`, within one workspace; a dataset
+    /// file cannot be linked into a workspace (EXDEV: `cp -al` and the like then copy).
+    pub fn link(&self, ino: u64, new_parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        match (self.work_node(new_parent), self.work_node(ino)) {
+            (true, true) => self.shared.work.link(&self.shared, ino, new_parent, name),
+            (true, false) => Err(VfsError::CrossDevice),
+            (false, _) => Err(VfsError::ReadOnly),
         }
     }
 

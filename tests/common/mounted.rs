@@ -53,9 +53,15 @@ impl Drop for Mounted {
 
 /// `dsvault mount MP` of the whole vault (workspaces writable), at a new folder `mp`.
 pub fn mount_vault(v: &TestVault, mp: &Path) -> Mounted {
+    mount_vault_with(v, mp, &[])
+}
+
+/// [`mount_vault`] with extra environment variables for the server.
+pub fn mount_vault_with(v: &TestVault, mp: &Path, env: &[(&str, &str)]) -> Mounted {
     std::fs::create_dir_all(mp).unwrap();
-    let mut child = v
-        .cmd()
+    let mut cmd = v.cmd();
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
         .arg("mount")
         .arg(mp)
         .stdout(Stdio::piped())

@@ -82,6 +82,32 @@ impl Overlay {
         self.entry_attr(parent, name, &ws, &link)
     }
 
+    /// A hard link `name` in `parent` to the file or symlink `ino` of the same workspace (a
+    /// base entry is copied up first). The names share the upper file; to the kernel each
+    /// name is its own inode (nodes are per path), so `st_ino` differs between them and
+    /// `st_nlink` says 1, and tools that look for hard links copy such files twice.
+    pub fn link(&self, shared: &Shared, ino: u64, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        let (from_ws, from) = self.path(ino)?;
+        let (ws, path) = self.child_path(parent, name)?;
+        if !Arc::ptr_eq(&from_ws, &ws) {
+            return Err(VfsError::CrossDevice);
+        }
+        let _guard = ws.change()?;
+        match ws.resolve(shared, &from)?.ok_or(VfsError::NotFound)? {
+            // link(2) on a folder: EPERM.
+            f if f.is_dir() => return Err(VfsError::Os(libc::EPERM)),
+            _ => {}
+        }
+        if ws.resolve(shared, &path)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        upper::copy_up(shared, &ws, &from, true)?;
+        upper::ensure_dir(shared, &ws, split_path(&path).0)?;
+        let target = ws.upper_path(&path);
+        fs::hard_link(ws.upper_path(&from), &target)?;
+        self.entry_attr(parent, name, &ws, &target)
+    }
+
     fn entry_attr(&self, parent: u64, name: &[u8], ws: &Arc<Ws>, upper: &Path) -> VfsResult<Attr> {
         let meta = fs::symlink_metadata(upper)?;
         Ok(meta_attr(self.counted_ino(parent, name, ws), &meta))
