@@ -202,6 +202,71 @@ fn export_of_many_small_files_shares_gets_across_files() {
     assert!(gets <= FILES / 20, "{gets} GETs for {FILES} files: {exported}");
 }
 
+/// A dataset removed on one machine (its ref deleted) is listed by the other machine's
+/// `sync` as gone, dropped with `sync --prune`, and kept (with a problem reported) while it
+/// is a base of a workspace there.
+#[test]
+fn sync_reports_datasets_removed_elsewhere_and_prune_drops_them() {
+    let moto = Moto::start(BUCKET);
+    let tmp = tempdir();
+    let src = make_source(tmp.path(), 4, 1 << 20);
+    let a = RemoteVault::new(&moto, &[]);
+    for name in ["kept", "gone", "base"] {
+        a.ingest(&src, name, "v1").ok();
+    }
+    let b = RemoteVault::new(&moto, &[]);
+    b.run(&["sync"]).ok();
+    b.run(&["workspace", "new", "w", "--base", "gold/base@v1"]).ok();
+    for name in ["gone", "base"] {
+        let full = format!("gold/{name}@v1");
+        a.run(&["rm", &full, "--force-gold", &format!("--yes-i-mean-it={full}")])
+            .ok();
+    }
+
+    let listed = b.run(&["--json", "sync"]).ok().json();
+    assert_eq!(
+        listed["datasets_gone"],
+        serde_json::json!(["gold/base@v1", "gold/gone@v1"]),
+        "{listed}"
+    );
+    assert_eq!(listed["datasets_pruned"], serde_json::json!([]));
+    assert_eq!(b.run(&["--json", "ls"]).ok().json_lines().len(), 3);
+
+    let pruned = b.run(&["--json", "sync", "--prune"]).code_is(1).json();
+    assert_eq!(
+        pruned["datasets_pruned"],
+        serde_json::json!(["gold/gone@v1"]),
+        "{pruned}"
+    );
+    let problems = pruned["problems"].to_string();
+    assert!(
+        problems.contains("gold/base@v1") && problems.contains("workspace w"),
+        "{pruned}"
+    );
+    let names: Vec<String> = b
+        .run(&["--json", "ls"])
+        .ok()
+        .json_lines()
+        .iter()
+        .map(|d| string(d, "dataset"))
+        .collect();
+    assert_eq!(names, ["gold/base@v1", "gold/kept@v1"]);
+    // verify names what is wrong: a dataset kept here whose ref is gone. Removing the
+    // workspace lets the next prune drop it, and the vault verifies again.
+    let v = b.verify(false);
+    assert_eq!(v["ok"], Value::Bool(false), "{v}");
+    assert!(v.to_string().contains("ref is missing from the store"), "{v}");
+    b.run(&["workspace", "rm", "w"]).ok();
+    let again = b.run(&["--json", "sync", "--prune"]).ok().json();
+    assert_eq!(again["datasets_pruned"], serde_json::json!(["gold/base@v1"]), "{again}");
+    assert_eq!(b.verify(false)["ok"], Value::Bool(true));
+    let out = tmp.path().join("out");
+    let mut export = b.cmd();
+    export.args(["export", "kept@v1"]).arg(&out);
+    run_cmd(export).ok();
+    assert_same_tree(&src, &out);
+}
+
 #[test]
 fn sync_brings_derived_datasets_with_their_lineage() {
     let moto = Moto::start(BUCKET);

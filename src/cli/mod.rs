@@ -76,7 +76,7 @@ enum Command {
     /// Reclaim stored bytes nothing references any more.
     Gc(gc::GcArgs),
     /// Rebuild or refresh the catalog from the store (refs, manifests, pack indexes).
-    Sync,
+    Sync(remote::SyncArgs),
 }
 
 /// Global settings every command sees.
@@ -165,6 +165,6 @@ fn run(g: &Globals, command: Command) -> Result<i32> {
         Command::Lineage(a) => derive::lineage(g, a),
         Command::Rm(a) => gc::rm(g, a),
         Command::Gc(a) => gc::gc(g, a),
-        Command::Sync => remote::sync(g),
+        Command::Sync(a) => remote::sync(g, a),
     }
 }

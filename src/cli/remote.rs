@@ -11,11 +11,20 @@ use super::output::json_line;
 use super::progress::Bar;
 use super::Globals;
 
+#[derive(clap::Args, Debug)]
+pub struct SyncArgs {
+    /// Also drop from this catalog the datasets whose ref is gone from the store (removed
+    /// with `rm` on another machine); without it they are only listed.
+    #[arg(long)]
+    prune: bool,
+}
+
 /// `sync`: bring the catalog up to date with the store.
-pub fn sync(g: &Globals) -> Result<i32> {
+pub fn sync(g: &Globals, a: SyncArgs) -> Result<i32> {
     let vault = g.open_vault()?;
     let bar = Bar::new(g, "sync");
-    let r = sync::sync(&vault, &bar).with_context(|| format!("syncing the catalog with {}", vault.config().store))?;
+    let r = sync::sync(&vault, a.prune, &bar)
+        .with_context(|| format!("syncing the catalog with {}", vault.config().store))?;
     if g.json {
         json_line(&with_remote_stats(&vault, &r)?)?;
     } else {
@@ -34,6 +43,17 @@ pub fn sync(g: &Globals) -> Result<i32> {
             );
             for d in &r.datasets_imported {
                 println!("  + {d}");
+            }
+            for d in &r.datasets_pruned {
+                println!("  - {d} (gone from the store)");
+            }
+            let kept: Vec<&String> = r
+                .datasets_gone
+                .iter()
+                .filter(|d| !r.datasets_pruned.contains(d))
+                .collect();
+            for d in &kept {
+                println!("  ? {d}: gone from the store (removed elsewhere); `dsvault sync --prune` drops it here");
             }
         }
     }

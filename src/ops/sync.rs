@@ -9,12 +9,13 @@
 //! `--store` sees every dataset after one `sync`. Lineage is not in manifests, so derived
 //! datasets imported this way show none.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::catalog::entries::split_path;
-use crate::catalog::{Catalog, DatasetTotals, Entry, FileChunk, LineageRecord};
+use crate::catalog::{Catalog, DatasetRow, DatasetTotals, Entry, FileChunk, LineageRecord};
 use crate::dataset::Kind;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, ContentId};
@@ -33,14 +34,20 @@ pub struct SyncReport {
     /// Refs in the store, and the datasets this run imported.
     pub datasets: u64,
     pub datasets_imported: Vec<String>,
+    /// Datasets this catalog has whose ref is no longer in the store (removed with `rm` on
+    /// another machine), and of those the ones this run dropped from the catalog (`--prune`).
+    pub datasets_gone: Vec<String>,
+    pub datasets_pruned: Vec<String>,
     /// Things that could not be synced (a damaged pack index or manifest, a ref that names
-    /// another root than this catalog's dataset of that name).
+    /// another root than this catalog's dataset of that name, a gone dataset that is still a
+    /// workspace's base).
     pub problems: Vec<String>,
     pub seconds: f64,
 }
 
-/// Bring the catalog up to date with the store.
-pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<SyncReport> {
+/// Bring the catalog up to date with the store; with `prune`, also drop the datasets whose
+/// ref the store no longer has.
+pub fn sync(vault: &Vault, prune: bool, progress: &dyn Progress) -> Result<SyncReport> {
     let started = Instant::now();
     let _lock = vault.lock_writer()?;
     let catalog = vault.catalog()?;
@@ -56,6 +63,7 @@ pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<SyncReport> {
     let refs = vault.store().list_refs()?;
     report.datasets = refs.len() as u64;
     progress.set_total(refs.len() as u64);
+    let in_store: HashSet<String> = refs.iter().map(|r| r.dataset.to_string()).collect();
     for r in refs {
         match import_ref(vault, &catalog, &r) {
             Ok(true) => report.datasets_imported.push(r.dataset.to_string()),
@@ -66,8 +74,40 @@ pub fn sync(vault: &Vault, progress: &dyn Progress) -> Result<SyncReport> {
         progress.advance(1);
     }
     progress.finish();
+    for d in gone_from_store(vault, &catalog, &in_store)? {
+        let name = d.name.to_string();
+        report.datasets_gone.push(name.clone());
+        if !prune {
+            continue;
+        }
+        // The ref is gone, so whoever removed it confirmed (gold needs that of `rm`).
+        match catalog.remove_dataset(&d, true) {
+            Ok(()) => report.datasets_pruned.push(name),
+            Err(e @ Error::InUseByWorkspace { .. }) => report
+                .problems
+                .push(format!("{name} is gone from the store but kept here: {e}")),
+            Err(e) => return Err(e),
+        }
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Sealed datasets of this catalog whose ref the store does not have. Each is checked again
+/// with its own request: a dataset sealed here after the listing (an ingest running beside
+/// this sync) has its ref by then, since the ref is written before the catalog seals.
+fn gone_from_store(vault: &Vault, catalog: &Catalog, in_store: &HashSet<String>) -> Result<Vec<DatasetRow>> {
+    let mut gone = Vec::new();
+    for d in catalog.list_datasets(None, None)? {
+        if in_store.contains(&d.name.to_string()) {
+            continue;
+        }
+        let n = &d.name;
+        if vault.store().read_ref(n.kind.as_str(), &n.name, &n.version)?.is_none() {
+            gone.push(d);
+        }
+    }
+    Ok(gone)
 }
 
 /// Import one ref's dataset unless the catalog has it. Returns whether it was imported.
