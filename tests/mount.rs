@@ -6,29 +6,21 @@
 //! owned by a [`Mounted`] guard whose `Drop` kills the server and runs `umount -l`, so a
 //! failing test leaves nothing mounted.
 
+mod common;
+
 use std::ffi::{CString, OsStr, OsString};
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::mounted::{can_mount, is_mounted, spawn_mount, Mounted};
 use rand::{RngCore, SeedableRng};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_dsvault")
-}
-
-/// Root with /dev/fuse, or the test is skipped.
-fn can_mount() -> bool {
-    // SAFETY: geteuid cannot fail.
-    let ok = unsafe { libc::geteuid() } == 0 && Path::new("/dev/fuse").exists();
-    if !ok {
-        eprintln!("skipped: needs root and /dev/fuse");
-    }
-    ok
 }
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -117,78 +109,9 @@ impl Vault {
         if let Some(d) = dataset {
             c.arg(d);
         }
-        let mut child = c.arg(mp).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let mounted = Mounted {
-            stderr: child.stderr.take(),
-            child: Some(child),
-            mp: mp.to_path_buf(),
-        };
-        assert!(line.starts_with("mounted "), "no ready line, got {line:?}");
-        mounted
+        c.arg(mp);
+        spawn_mount(c, mp, true)
     }
-}
-
-/// A running mount; dropping it kills the server and detaches the mount.
-struct Mounted {
-    child: Option<Child>,
-    stderr: Option<std::process::ChildStderr>,
-    mp: PathBuf,
-}
-
-impl Mounted {
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    /// Wait for the server to exit; its exit code (None on timeout or signal).
-    fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let child = self.child.as_mut().unwrap();
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-
-    /// What the server wrote to stderr (call after it exited).
-    fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if is_mounted(&self.mp) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
-        }
-    }
-}
-
-fn is_mounted(mp: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let mp = mp.to_string_lossy();
-    mounts.lines().any(|l| l.split(' ').nth(1) == Some(&*mp))
 }
 
 /// Every path under `dir` (relative), sorted.

@@ -2,9 +2,10 @@
 //! ready line; the returned [`Mounted`] guard kills the server and detaches the mount when
 //! dropped, so a failing test leaves nothing mounted.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::TestVault;
 
@@ -28,6 +29,8 @@ pub fn is_mounted(mp: &Path) -> bool {
 /// A running `dsvault mount`; dropping it stops the server and detaches the mount.
 pub struct Mounted {
     child: Option<Child>,
+    /// The server's stderr, when [`spawn_mount`] was asked to keep it.
+    stderr: Option<ChildStderr>,
     pub mp: PathBuf,
 }
 
@@ -36,6 +39,38 @@ impl Mounted {
     pub fn unmount(mut self) -> Option<i32> {
         let _ = std::process::Command::new("umount").arg(&self.mp).status();
         self.child.take().and_then(|mut c| c.wait().ok()).and_then(|s| s.code())
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("server running").id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Wait for the server to exit; its exit code (None on timeout or signal).
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut().expect("server running");
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// What the server wrote to stderr (call after it exited; empty unless kept).
+    pub fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
     }
 }
 
@@ -51,6 +86,25 @@ impl Drop for Mounted {
     }
 }
 
+/// Start `cmd` (a `dsvault … mount … MP` command) and wait for its ready line. With
+/// `keep_stderr` the server's stderr is kept for [`Mounted::stderr`]; otherwise it goes to
+/// the test's.
+pub fn spawn_mount(mut cmd: Command, mp: &Path, keep_stderr: bool) -> Mounted {
+    let errors = if keep_stderr { Stdio::piped() } else { Stdio::inherit() };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(errors).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mounted = Mounted {
+        stderr: child.stderr.take(),
+        child: Some(child),
+        mp: mp.to_path_buf(),
+    };
+    assert!(line.starts_with("mounted "), "no ready line, got {line:?}");
+    mounted
+}
+
 /// `dsvault mount MP` of the whole vault (workspaces writable), at a new folder `mp`.
 pub fn mount_vault(v: &TestVault, mp: &Path) -> Mounted {
     mount_vault_with(v, mp, &[])
@@ -60,22 +114,6 @@ pub fn mount_vault(v: &TestVault, mp: &Path) -> Mounted {
 pub fn mount_vault_with(v: &TestVault, mp: &Path, env: &[(&str, &str)]) -> Mounted {
     std::fs::create_dir_all(mp).unwrap();
     let mut cmd = v.cmd();
-    cmd.envs(env.iter().copied());
-    let mut child = cmd
-        .arg("mount")
-        .arg(mp)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let mounted = Mounted {
-        child: Some(child),
-        mp: mp.to_path_buf(),
-    };
-    assert!(line.starts_with("mounted "), "no ready line, got {line:?}");
-    mounted
+    cmd.envs(env.iter().copied()).arg("mount").arg(mp);
+    spawn_mount(cmd, mp, false)
 }
