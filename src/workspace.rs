@@ -48,50 +48,7 @@ impl Workspace {
     /// Take the workspace's [`WriterLock`], or fail with [`Error::WorkspaceBusy`] naming the
     /// process that holds it.
     pub fn lock_writer(&self) -> Result<WriterLock> {
-        use std::io::{Read, Seek, Write};
-        use std::os::fd::AsRawFd;
-        let dir = self.upper.parent().unwrap_or(&self.upper);
-        let path = dir.join("writer.lock");
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Error::io_at("opening", &path))?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(Error::io_at("locking", &path)(err));
-            }
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(Error::WorkspaceBusy {
-                name: self.name.clone(),
-                holder: if holder.is_empty() {
-                    "unknown".into()
-                } else {
-                    holder.to_string()
-                },
-            });
-        }
-        let cmdline = fs::read("/proc/self/cmdline").unwrap_or_default();
-        let cmdline: Vec<String> = cmdline
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let holder = format!("pid {}: {}", std::process::id(), cmdline.join(" "));
-        let described = file
-            .set_len(0)
-            .and_then(|_| file.rewind())
-            .and_then(|_| file.write_all(holder.as_bytes()));
-        if let Err(e) = described {
-            tracing::debug!("could not describe the holder in {}: {e}", path.display());
-        }
-        Ok(WriterLock { _file: file })
+        lock_writer_in(self.upper.parent().unwrap_or(&self.upper), &self.name)
     }
 
     /// Create workspace `name` over `bases` (lowest first), with an empty upper layer.
@@ -161,6 +118,11 @@ impl Workspace {
             .workspace(name)?
             .ok_or_else(|| Error::WorkspaceNotFound(name.to_string()))?;
         let dir = workspace_dir(vault, name);
+        // Not while a mount or `run` is changing it.
+        let _writer = match lock_writer_in(&dir, name) {
+            Err(Error::Io { .. }) if !dir.exists() => None,
+            other => Some(other?),
+        };
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("removing", &dir, e)),
             _ => {}
@@ -220,6 +182,54 @@ pub fn normalise_path(path: &Path) -> Result<Vec<u8>> {
         return Err(bad("names no file"));
     }
     Ok(out)
+}
+
+/// [`Workspace::lock_writer`] for the workspace folder `dir` (which need not be openable:
+/// `workspace rm` takes the lock of a workspace whose base is gone).
+fn lock_writer_in(dir: &Path, name: &str) -> Result<WriterLock> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join("writer.lock");
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Error::io_at("opening", &path))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(Error::io_at("locking", &path)(err));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        return Err(Error::WorkspaceBusy {
+            name: name.to_string(),
+            holder: if holder.is_empty() {
+                "unknown".into()
+            } else {
+                holder.to_string()
+            },
+        });
+    }
+    let cmdline = fs::read("/proc/self/cmdline").unwrap_or_default();
+    let cmdline: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let holder = format!("pid {}: {}", std::process::id(), cmdline.join(" "));
+    let described = file
+        .set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| file.write_all(holder.as_bytes()));
+    if let Err(e) = described {
+        tracing::debug!("could not describe the holder in {}: {e}", path.display());
+    }
+    Ok(WriterLock { _file: file })
 }
 
 #[cfg(test)]

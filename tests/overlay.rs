@@ -487,6 +487,10 @@ fn one_workspace_is_changed_through_one_mount_at_a_time() {
     v.run(["run", "--workspace", "w", "--", "true"])
         .code_is(1)
         .mentions(&["workspace w is being changed by another process", "pid "]);
+    v.run(["workspace", "rm", "w"])
+        .code_is(1)
+        .mentions(&["workspace w is being changed by another process"]);
+    assert!(v.dir.join("workspaces/w/upper/new.txt").exists());
 
     assert_eq!(first.unmount(), Some(0));
     fs::write(w2.join("other.txt"), b"now mine\n").unwrap();
