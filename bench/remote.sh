@@ -66,7 +66,7 @@ else
     echo "$stamp" >"$W/data.stamp"
 fi
 DATA_BYTES=$(find "$DATA" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
-rm -rf "$W"/vault-* "$W"/mnt-*
+rm -rf "$W"/vault-* "$W"/mnt-* "$W"/export-*
 
 # --- the server ------------------------------------------------------------------------------
 
@@ -169,6 +169,24 @@ unmount_vault
 FETCHED=$(grep -o 'bytes_fetched=[0-9]*' "$LOG/mount-vault-c.err" | tail -n 1 | cut -d= -f2)
 FETCHED=${FETCHED:-0}
 
+log "export every file: local store, and a freshly synced remote vault (cold cache)"
+# export VAULT DEST: seconds, with the page cache dropped first; --json output in $LOG
+export_all() {
+    local t0 t1
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    t0=$(now)
+    "$DSVAULT" --vault "$1" --json export bench@v1 "$2" >"$LOG/export-$(basename "$1").json"
+    t1=$(now)
+    secs "$t0" "$t1"
+}
+LOCAL_EXPORT=$(export_all "$W/vault-local" "$W/export-local")
+"$DSVAULT" --vault "$W/vault-d" --quiet init --store s3://bench/v
+"$DSVAULT" --vault "$W/vault-d" --quiet sync
+REMOTE_EXPORT=$(export_all "$W/vault-d" "$W/export-d")
+EXPORT_GETS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["remote"]["get_requests"])' "$LOG/export-vault-d.json")
+diff -r "$DATA" "$W/export-d" >/dev/null || { echo "remote.sh: the remote export differs from the data" >&2; exit 1; }
+
 # --- report ----------------------------------------------------------------------------------
 
 MIB=$(awk -v b="$DATA_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }')
@@ -180,6 +198,7 @@ echo "| --- | --- | --- |"
 echo "| ingest | $LOCAL_INGEST s ($(mibps "$DATA_BYTES" "$LOCAL_INGEST") MiB/s) | $REMOTE_INGEST s ($(mibps "$DATA_BYTES" "$REMOTE_INGEST") MiB/s) |"
 echo "| mount, read every file, cold | $LOCAL_READ s ($(mibps "$DATA_BYTES" "$LOCAL_READ") MiB/s) | $REMOTE_READ s ($(mibps "$DATA_BYTES" "$REMOTE_READ") MiB/s); cache warm: $REMOTE_WARM s ($(mibps "$DATA_BYTES" "$REMOTE_WARM") MiB/s) |"
 echo "| sync into an empty vault | | $SYNC_SECS s |"
+echo "| export every file, cold | $LOCAL_EXPORT s ($(mibps "$DATA_BYTES" "$LOCAL_EXPORT") MiB/s) | $REMOTE_EXPORT s ($(mibps "$DATA_BYTES" "$REMOTE_EXPORT") MiB/s), $EXPORT_GETS GETs for $(find "$DATA" -type f | wc -l) files |"
 echo
 echo "Cold read of every file (the mount's requests while it ran both reads): ${FULL_STATS:-not logged}."
 echo
