@@ -15,7 +15,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::mounted::{can_mount, mount_vault, mount_vault_with};
+use common::mounted::{can_mount, mount_vault, mount_vault_with, with_and_without_passthrough};
 use common::*;
 
 /// A base: folders, a multi-chunk file, small files, a symlink.
@@ -182,10 +182,7 @@ fn real_tools_write_through_the_overlay_and_the_base_stays_intact() {
     if !can_mount() || !which("python3") {
         return;
     }
-    real_tools_through_a_mount(&[]);
-    // Without FUSE passthrough (kernels before 6.9, non-root mounts) every read and write
-    // goes through the mount.
-    real_tools_through_a_mount(&[("DSVAULT_NO_PASSTHROUGH", "1")]);
+    with_and_without_passthrough(real_tools_through_a_mount);
 }
 
 fn real_tools_through_a_mount(env: &[(&str, &str)]) {
@@ -513,8 +510,7 @@ fn hard_links_work_within_a_workspace() {
     if !can_mount() {
         return;
     }
-    hard_links_through_a_mount(&[]);
-    hard_links_through_a_mount(&[("DSVAULT_NO_PASSTHROUGH", "1")]);
+    with_and_without_passthrough(hard_links_through_a_mount);
 }
 
 fn hard_links_through_a_mount(env: &[(&str, &str)]) {

@@ -24,7 +24,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::mounted::{can_mount, mount_vault_with};
+use common::mounted::{can_mount, mount_vault_with, WITHOUT_PASSTHROUGH};
 use common::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -398,7 +398,7 @@ fn random_operations_on_the_overlay_match_a_local_folder() {
     // Odd seeds through FUSE passthrough (where the kernel offers it), even seeds without it
     // (each read and write through the mount, what kernels before 6.9 and non-root mounts get).
     let mut total = 0;
-    for (env, parity) in [(&[][..], 1), (&[("DSVAULT_NO_PASSTHROUGH", "1")][..], 0)] {
+    for (env, parity) in [(&[][..], 1), (WITHOUT_PASSTHROUGH, 0)] {
         let mp = v.dir.parent().unwrap().join(format!("mp{parity}"));
         let m = mount_vault_with(&v, &mp, env);
         for &seed in seeds.iter().filter(|&&s| s % 2 == parity) {

@@ -117,3 +117,14 @@ pub fn mount_vault_with(v: &TestVault, mp: &Path, env: &[(&str, &str)]) -> Mount
     cmd.envs(env.iter().copied()).arg("mount").arg(mp);
     spawn_mount(cmd, mp, false)
 }
+
+/// The server environment that turns FUSE passthrough off: what kernels before 6.9 and
+/// non-root mounts get (every read and write of a workspace file through the mount).
+pub const WITHOUT_PASSTHROUGH: &[(&str, &str)] = &[("DSVAULT_NO_PASSTHROUGH", "1")];
+
+/// Run `check` with the environment of a mount with FUSE passthrough (where the kernel
+/// offers it), then of one without.
+pub fn with_and_without_passthrough(check: impl Fn(&[(&str, &str)])) {
+    check(&[]);
+    check(WITHOUT_PASSTHROUGH);
+}
