@@ -460,7 +460,8 @@ fn upper_files_are_passed_through_and_mixed_opens_work() {
 
 /// Two writable mounts of one vault: the first to change workspace `w` holds it until it is
 /// unmounted; the other reads it but its changes answer EBUSY, and `run` on `w` refuses to
-/// start, naming the holder. Once the first mount is gone, the other can write.
+/// start, naming the holder. Once the first mount is gone, the other can write; once that one
+/// is killed (SIGKILL), `run` can.
 #[test]
 fn one_workspace_is_changed_through_one_mount_at_a_time() {
     if !can_mount() {
@@ -469,7 +470,7 @@ fn one_workspace_is_changed_through_one_mount_at_a_time() {
     let (v, base) = workspace_over_base();
     let tmp = v.dir.parent().unwrap().to_path_buf();
     let first = mount_vault(&v, &tmp.join("mp1"));
-    let second = mount_vault(&v, &tmp.join("mp2"));
+    let mut second = mount_vault(&v, &tmp.join("mp2"));
     let (w1, w2) = (first.mp.join("work/w"), second.mp.join("work/w"));
 
     fs::write(w1.join("new.txt"), b"from the first mount\n").unwrap();
@@ -492,8 +493,28 @@ fn one_workspace_is_changed_through_one_mount_at_a_time() {
     assert_eq!(first.unmount(), Some(0));
     fs::write(w2.join("other.txt"), b"now mine\n").unwrap();
     assert_eq!(fs::read(w2.join("new.txt")).unwrap(), b"from the first mount\n");
-    assert_eq!(second.unmount(), Some(0));
-    v.run(["run", "--workspace", "w", "--", "true"]).ok();
+    // A writer killed with SIGKILL lets go of the workspace: the kernel drops its lock.
+    second.signal(libc::SIGKILL);
+    second.wait(std::time::Duration::from_secs(10));
+    drop(second); // detaches the dead mount
+    v.run([
+        "run",
+        "--workspace",
+        "w",
+        "--",
+        "sh",
+        "-c",
+        "echo ran > \"$DSVAULT_WORKSPACE/after-kill.txt\"",
+    ])
+    .ok();
+    assert_eq!(
+        fs::read(v.dir.join("workspaces/w/upper/after-kill.txt")).unwrap(),
+        b"ran\n"
+    );
+    assert_eq!(
+        fs::read(v.dir.join("workspaces/w/upper/other.txt")).unwrap(),
+        b"now mine\n"
+    );
     v.verify();
 }
 
