@@ -53,6 +53,14 @@ pub struct ChunkLocation {
     pub entry: IndexEntry,
 }
 
+impl ChunkLocation {
+    /// The stored bytes of the chunk: (pack, offset, stored length), what
+    /// `Store::advise_chunks` takes.
+    pub fn extent(&self) -> (PackId, u64, u64) {
+        (self.pack, self.entry.offset, self.entry.stored_len as u64)
+    }
+}
+
 /// One chunk of a file: where in the file it starts and which chunk it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileChunk {

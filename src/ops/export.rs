@@ -65,8 +65,17 @@ fn damaged(dataset: &DatasetRow, entry: &Entry, e: Error) -> Error {
     ))
 }
 
-fn stored_range(loc: &ChunkLocation) -> (PackId, u64, u64) {
-    (loc.pack, loc.entry.offset, loc.entry.stored_len as u64)
+/// How many leading chunks of `locations` the store is asked for ahead of a reader: those
+/// within `FETCH_AHEAD` stored bytes (at least one), and their stored bytes.
+fn window(locations: &[ChunkLocation]) -> (usize, u64) {
+    let mut bytes = 0u64;
+    for (i, l) in locations.iter().enumerate() {
+        if i > 0 && bytes + l.entry.stored_len as u64 > FETCH_AHEAD {
+            return (i, bytes);
+        }
+        bytes += l.entry.stored_len as u64;
+    }
+    (locations.len(), bytes)
 }
 
 /// Stream a file's verified bytes to `out`; returns bytes written.
@@ -78,15 +87,17 @@ pub fn write_content(
     out: &mut dyn Write,
 ) -> Result<u64> {
     let locations = file_locations(catalog, dataset, entry)?;
-    write_located(store, dataset, entry, &locations, out)
+    write_located(store, dataset, entry, &locations, (0, 0), out)
 }
 
-/// [`write_content`] with the chunk locations already looked up.
+/// [`write_content`] with the chunk locations already looked up, the first `advised.0` of
+/// them (`advised.1` stored bytes) already advised to the store.
 fn write_located(
     store: &Store,
     dataset: &DatasetRow,
     entry: &Entry,
     locations: &[ChunkLocation],
+    advised: (usize, u64),
     out: &mut dyn Write,
 ) -> Result<u64> {
     let path = String::from_utf8_lossy(&entry.path()).into_owned();
@@ -94,12 +105,12 @@ fn write_located(
     // A remote store fetches the next chunks while this one is written: neighbours in a pack
     // in one GET, several GETs at once.
     let remote = store.is_remote();
-    let (mut advised, mut ahead) = (0, 0u64);
+    let (mut advised, mut ahead) = advised;
     for loc in locations {
         if remote && ahead < FETCH_AHEAD / 2 && advised < locations.len() {
             let mut ranges = Vec::new();
             while advised < locations.len() && ahead < FETCH_AHEAD {
-                ranges.push(stored_range(&locations[advised]));
+                ranges.push(locations[advised].extent());
                 ahead += locations[advised].entry.stored_len as u64;
                 advised += 1;
             }
@@ -122,14 +133,25 @@ fn write_located(
     Ok(written)
 }
 
-/// Files `export` has listed but not written yet, with their chunks, so the store can fetch
-/// the next files while this one is written: a remote store in coalesced GETs (a dataset of
-/// small files otherwise costs a round trip per file), a local one into the page cache.
+/// A file `export` has listed but not written yet: where to, its chunks, and its leading
+/// chunks advised to the store ([`window`]: the rest is advised as it is written).
+struct Queued {
+    entry: Entry,
+    target: PathBuf,
+    locations: Vec<ChunkLocation>,
+    window: (usize, u64),
+}
+
+/// Files `export` has listed but not written yet, so the store can fetch the next files
+/// while this one is written: a remote store in coalesced GETs (a dataset of small files
+/// otherwise costs a round trip per file), a local one into the page cache.
 #[derive(Default)]
 struct LookAhead {
-    queue: std::collections::VecDeque<(Entry, PathBuf, Vec<ChunkLocation>)>,
+    queue: std::collections::VecDeque<Queued>,
+    /// Stored bytes of the queued files' windows.
     queued_bytes: u64,
-    /// Chunks of queued files not yet advised to the store, and their bytes.
+    /// Window chunks of queued files not yet advised to the store (those of the last
+    /// `unadvised_files` files), and their bytes.
     unadvised: Vec<(PackId, u64, u64)>,
     unadvised_files: usize,
     unadvised_bytes: u64,
@@ -137,12 +159,18 @@ struct LookAhead {
 
 impl LookAhead {
     fn push(&mut self, store: &Store, entry: Entry, target: PathBuf, locations: Vec<ChunkLocation>) {
-        let bytes: u64 = locations.iter().map(|l| l.entry.stored_len as u64).sum();
-        self.unadvised.extend(locations.iter().map(stored_range));
+        let window = window(&locations);
+        self.unadvised
+            .extend(locations[..window.0].iter().map(ChunkLocation::extent));
         self.unadvised_files += 1;
-        self.unadvised_bytes += bytes;
-        self.queued_bytes += bytes;
-        self.queue.push_back((entry, target, locations));
+        self.unadvised_bytes += window.1;
+        self.queued_bytes += window.1;
+        self.queue.push_back(Queued {
+            entry,
+            target,
+            locations,
+            window,
+        });
         if self.unadvised_bytes >= ADVISE_BATCH || self.unadvised_files >= ADVISE_BATCH_FILES {
             self.advise(store);
         }
@@ -161,14 +189,14 @@ impl LookAhead {
         self.queued_bytes > FETCH_AHEAD || self.queue.len() > FILES_AHEAD
     }
 
-    /// The oldest queued file, its chunks advised.
-    fn pop(&mut self, store: &Store) -> Option<(Entry, PathBuf, Vec<ChunkLocation>)> {
+    /// The oldest queued file, its window advised (the unadvised files are the newest, so
+    /// the oldest is among them only when all are).
+    fn pop(&mut self, store: &Store) -> Option<Queued> {
         if self.unadvised_files == self.queue.len() {
             self.advise(store);
         }
         let next = self.queue.pop_front()?;
-        let bytes: u64 = next.2.iter().map(|l| l.entry.stored_len as u64).sum();
-        self.queued_bytes -= bytes;
+        self.queued_bytes -= next.window.1;
         Some(next)
     }
 }
@@ -258,10 +286,10 @@ pub fn export(vault: &Vault, dataset: &DatasetRef, dest: &Path, progress: &dyn P
     let store = vault.store();
     let mut ahead = LookAhead::default();
     let mut write_next = |ahead: &mut LookAhead| -> Result<()> {
-        let Some((e, target, locations)) = ahead.pop(store) else {
+        let Some(next) = ahead.pop(store) else {
             return Ok(());
         };
-        let bytes = export_file(store, &d, &e, &locations, &target)?;
+        let bytes = export_file(store, &d, &next)?;
         report.files += 1;
         report.bytes += bytes;
         progress.advance(bytes);
@@ -313,7 +341,8 @@ pub fn export(vault: &Vault, dataset: &DatasetRef, dest: &Path, progress: &dyn P
     Ok(report)
 }
 
-fn export_file(store: &Store, d: &DatasetRow, e: &Entry, locations: &[ChunkLocation], target: &Path) -> Result<u64> {
+fn export_file(store: &Store, d: &DatasetRow, queued: &Queued) -> Result<u64> {
+    let (e, target) = (&queued.entry, queued.target.as_path());
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -322,7 +351,7 @@ fn export_file(store: &Store, d: &DatasetRow, e: &Entry, locations: &[ChunkLocat
         .open(target)
         .map_err(Error::io_at("creating file", target))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-    let written = write_located(store, d, e, locations, &mut out)
+    let written = write_located(store, d, e, &queued.locations, queued.window, &mut out)
         .and_then(|n| out.flush().map(|_| n).map_err(Error::io_at("writing", target)));
     drop(out);
     let written = match written {

@@ -340,16 +340,7 @@ impl OpenFile {
 
     /// Ask the store to fetch chunks `first..last` ahead of the reader.
     fn advise_chunks(&self, shared: &Shared, first: usize, last: usize) {
-        let ranges: Vec<_> = self.chunks[first..last]
-            .iter()
-            .map(|c| {
-                (
-                    c.location.pack,
-                    c.location.entry.offset,
-                    c.location.entry.stored_len as u64,
-                )
-            })
-            .collect();
+        let ranges: Vec<_> = self.chunks[first..last].iter().map(|c| c.location.extent()).collect();
         shared.vault.store().advise_chunks(&ranges);
     }
 }
