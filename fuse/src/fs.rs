@@ -109,15 +109,6 @@ impl<V: WritableView> ViewFs<V> {
         }
     }
 
-    /// Does the local file behind handle `fh` have more than one name?
-    fn hard_linked(&self, fh: u64) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        self.view
-            .backing_file(fh)
-            .and_then(|f| f.metadata().ok())
-            .is_some_and(|m| m.nlink() > 1)
-    }
-
     /// The errno for an operation no view supports: EROFS where nothing can be written,
     /// EOPNOTSUPP in writable parts.
     fn unsupported(&self, ino: u64) -> Errno {
@@ -209,9 +200,15 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
             // keep pages across opens, unless the file has other names (hard links), which
             // are other inodes to the kernel with page caches of their own.
             Ok(fh) => {
-                let keep_cache = !self.hard_linked(fh);
-                let backing = self.passthrough_file(fh);
-                self.passthrough.reply(ino.0, fh, backing.as_deref(), keep_cache, reply)
+                use std::os::unix::fs::MetadataExt;
+                let local = self.view.backing_file(fh);
+                let hard_linked = local
+                    .as_ref()
+                    .and_then(|f| f.metadata().ok())
+                    .is_some_and(|m| m.nlink() > 1);
+                let backing = local.filter(|_| self.passthrough.negotiated());
+                self.passthrough
+                    .reply(ino.0, fh, backing.as_deref(), !hard_linked, reply)
             }
             Err(e) => reply.error(errno(&e)),
         }
