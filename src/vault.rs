@@ -173,27 +173,34 @@ pub struct VaultLock {
     _file: fs::File,
 }
 
+/// `flock(op)` on `file` (opened from `path`, named in errors): `false` when `op` has
+/// `LOCK_NB` and another holder has it. The kernel releases the lock when the last
+/// descriptor of the open file closes, however the process ends.
+pub(crate) fn flock(file: &fs::File, op: libc::c_int, path: &Path) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock only takes the descriptor and an integer operation.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            _ => return Err(Error::io("locking", path, e)),
+        }
+    }
+}
+
 impl Vault {
     fn lock(&self, op: libc::c_int) -> Result<Option<VaultLock>> {
-        use std::os::fd::AsRawFd;
         let path = self.dir.join("lock");
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(Error::io_at("opening", &path))?;
-        loop {
-            // SAFETY: flock only takes the descriptor and an integer operation.
-            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-                return Ok(Some(VaultLock { _file: file }));
-            }
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) => return Ok(None),
-                _ => return Err(Error::io("locking", &path, e)),
-            }
-        }
+        Ok(flock(&file, op, &path)?.then_some(VaultLock { _file: file }))
     }
 
     /// Shared lock for a writer (ingest, derive); waits while gc runs.

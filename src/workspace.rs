@@ -188,7 +188,6 @@ pub fn normalise_path(path: &Path) -> Result<Vec<u8>> {
 /// `workspace rm` takes the lock of a workspace whose base is gone).
 fn lock_writer_in(dir: &Path, name: &str) -> Result<WriterLock> {
     use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
     let path = dir.join("writer.lock");
     let mut file = fs::OpenOptions::new()
         .read(true)
@@ -197,12 +196,7 @@ fn lock_writer_in(dir: &Path, name: &str) -> Result<WriterLock> {
         .truncate(false)
         .open(&path)
         .map_err(Error::io_at("opening", &path))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::WouldBlock {
-            return Err(Error::io_at("locking", &path)(err));
-        }
+    if !crate::vault::flock(&file, libc::LOCK_EX | libc::LOCK_NB, &path)? {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         let holder = holder.trim();

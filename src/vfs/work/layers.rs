@@ -169,7 +169,8 @@ impl Ws {
     }
 
     /// Hide the bases' entry at `path` (and below): in the catalog first, then here. The
-    /// catalog commit is not synced: see [`Ws::sync`].
+    /// catalog commit is not synced: `fsyncdir` of a workspace folder and the end of the
+    /// view (`Vfs::fsyncdir`, `Drop for Vfs`) make it durable.
     pub fn add_whiteout(&self, shared: &Shared, path: &[u8]) -> VfsResult<()> {
         shared.pool.with(|c| c.add_whiteout_unsynced(self.id, path))?;
         self.whiteouts.write().expect("whiteouts lock").insert(path.to_vec());
