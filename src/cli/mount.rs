@@ -150,21 +150,27 @@ pub(super) fn mount_error(e: std::io::Error, mp: &Path) -> anyhow::Error {
     anyhow::anyhow!("mounting at {}: {e}{hint}", mp.display())
 }
 
+/// Block SIGINT, SIGTERM and SIGHUP in this thread (and the threads it starts from now on);
+/// returns their set, for `sigwait`.
+pub(super) fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask manipulation on a zeroed, initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
 /// SIGINT, SIGTERM and SIGHUP, blocked in every thread and taken by one waiting thread.
 struct StopSignals(libc::sigset_t);
 
 impl StopSignals {
     fn block() -> StopSignals {
-        // SAFETY: plain signal-mask manipulation on a zeroed, initialised set.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            StopSignals(set)
-        }
+        StopSignals(block_stop_signals())
     }
 
     /// On the first signal, unmount; if serving has not ended a few seconds later (files

@@ -27,7 +27,7 @@ use dsvault::workspace::Workspace;
 use dsvault::{DatasetRef, Vault};
 use dsvault_fuse::{Mount, MountOptions, Unmounter};
 
-use super::mount::{check_mountpoint, default_threads, limit_malloc_arenas, mount_error};
+use super::mount::{block_stop_signals, check_mountpoint, default_threads, limit_malloc_arenas, mount_error};
 use super::output::json_line;
 use super::progress::Bar;
 use super::view::VfsView;
@@ -371,16 +371,7 @@ struct Signals {
 
 impl Signals {
     fn block() -> Signals {
-        // SAFETY: plain signal-mask manipulation on a zeroed, initialised set.
-        let set = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            set
-        };
+        let set = block_stop_signals();
         let signals = Signals {
             set,
             child: Arc::new(AtomicI32::new(0)),
