@@ -151,19 +151,24 @@ impl Vault {
         let mut removed = 0;
         for f in fs::read_dir(&tmp).map_err(Error::io_at("listing", &tmp))? {
             let f = f.map_err(Error::io_at("listing", &tmp))?;
-            let name = f.file_name();
-            // Our temporary files start with the writer's pid; leave anything else alone.
-            let pid = name
-                .to_str()
-                .and_then(|n| n.split('-').next())
-                .and_then(|p| p.parse::<i64>().ok());
-            let Some(pid) = pid else { continue };
-            if !crate::catalog::process_alive(pid) && fs::remove_file(f.path()).is_ok() {
+            if remove_if_writer_gone(&f) {
                 removed += 1;
             }
         }
         Ok(removed)
     }
+}
+
+/// Remove `entry` if its name starts with the pid of a process that no longer runs (how
+/// temporary and scratch files are named: `<pid>-…`); anything else is left alone. Returns
+/// whether it was removed.
+pub(crate) fn remove_if_writer_gone(entry: &fs::DirEntry) -> bool {
+    let name = entry.file_name();
+    let pid = name
+        .to_str()
+        .and_then(|n| n.split('-').next())
+        .and_then(|p| p.parse::<i64>().ok());
+    pid.is_some_and(|p| !crate::catalog::process_alive(p)) && fs::remove_file(entry.path()).is_ok()
 }
 
 /// A lock on the vault's `lock` file, released when dropped. Ingest and derive hold it

@@ -127,14 +127,7 @@ fn scratch_file(ws: &Ws) -> VfsResult<PathBuf> {
 pub(crate) fn clear_dead_scratch(scratch: &Path) {
     let Ok(items) = fs::read_dir(scratch) else { return };
     for item in items.flatten() {
-        let name = item.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<i64>().ok());
-        if pid.is_some_and(|p| !crate::catalog::process_alive(p)) {
-            let _ = fs::remove_file(item.path());
-        }
+        crate::vault::remove_if_writer_gone(&item);
     }
 }
 
