@@ -163,10 +163,8 @@ fn repack(vault: &Vault, catalog: &Catalog, old: PackId) -> Result<u64> {
         }
     }
     let sealed = writer.seal()?;
-    if let Err(e) = vault.store().put_pack(&sealed) {
-        let _ = std::fs::remove_file(&sealed.tmp_path);
-        return Err(e);
-    }
+    // A failed put removes the temporary file itself.
+    vault.store().put_pack(&sealed)?;
     crate::crashpoint::hit("gc-before-commit");
     catalog.move_chunks_and_retire(old, Some((sealed.id, sealed.size, &sealed.entries)))?;
     Ok(sealed.size)
