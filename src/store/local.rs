@@ -44,15 +44,9 @@ impl LocalStore {
         })
     }
 
-    /// The folder this store lives in.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Path of a pack in the store.
     pub fn pack_path(&self, id: PackId) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("packs").join(&hex[..2]).join(format!("{hex}.pack"))
+        self.root.join(super::pack_key(id))
     }
 
     /// Publish a sealed pack: make it read-only, rename it into place, fsync the directory.
@@ -205,7 +199,7 @@ impl LocalStore {
     }
 
     fn manifest_path(&self, root: RootHash) -> PathBuf {
-        self.root.join("manifests").join(format!("{}.json", root.to_hex()))
+        self.root.join(super::manifest_key(root))
     }
 
     /// Store a manifest durably (content-addressed: an existing one is left as is).
@@ -236,7 +230,7 @@ impl LocalStore {
     }
 
     fn ref_path(&self, kind: &str, name: &str, version: &str) -> PathBuf {
-        self.root.join("refs").join(kind).join(name).join(version)
+        self.root.join(super::ref_key(kind, name, version))
     }
 
     /// Create `refs/<kind>/<name>/<version>` naming `root`, never overwriting.
@@ -288,16 +282,9 @@ impl LocalStore {
     /// The root a ref names, or `None`.
     pub fn read_ref(&self, kind: &str, name: &str, version: &str) -> Result<Option<RootHash>> {
         let path = self.ref_path(kind, name, version);
-        match read_optional(&path)? {
-            None => Ok(None),
-            Some(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                text.trim()
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| Error::Manifest(format!("ref {} is damaged: {text:?}", path.display())))
-            }
-        }
+        read_optional(&path)?
+            .map(|bytes| super::parse_ref(&path.display().to_string(), &bytes))
+            .transpose()
     }
 }
 

@@ -76,13 +76,6 @@ impl PendingPut {
 }
 
 impl Store {
-    /// Open (and create the folders of) a local store at `root`.
-    pub fn open_local(root: &Path) -> Result<Self> {
-        Ok(Store {
-            backend: Backend::Local(LocalStore::open_local(root)?),
-        })
-    }
-
     /// Open the store named by `url` for the vault at `vault_dir`: a relative `file://` path
     /// is relative to the vault, and a remote store caches under `<vault>/cache`.
     pub fn open(vault_dir: &Path, url: &StoreUrl, settings: &RemoteConfig) -> Result<Self> {
