@@ -23,11 +23,7 @@ pub fn index_orphan_packs(vault: &Vault, catalog: &Catalog) -> Result<usize> {
         return Ok(index_unknown_packs(vault, catalog)?.indexed);
     }
     let mut indexed = 0;
-    let retired: std::collections::HashSet<_> = catalog.retired_packs()?.into_iter().map(|r| r.pack).collect();
-    for (id, size) in store.list_packs()? {
-        if retired.contains(&id) || catalog.has_pack(id)? {
-            continue;
-        }
+    for (id, size) in unknown_packs(vault, catalog)? {
         let bytes = store.read_pack(id)?;
         let damage = verify_pack_bytes(id, &bytes);
         if !damage.is_clean() {
@@ -54,13 +50,7 @@ pub struct IndexedPacks {
 /// Record in the catalog every pack in the store it does not know yet, from the packs'
 /// indexes alone (`sync`, and ingest into a remote store).
 pub fn index_unknown_packs(vault: &Vault, catalog: &Catalog) -> Result<IndexedPacks> {
-    let retired: std::collections::HashSet<_> = catalog.retired_packs()?.into_iter().map(|r| r.pack).collect();
-    let mut unknown = Vec::new();
-    for (id, size) in vault.store().list_packs()? {
-        if !retired.contains(&id) && !catalog.has_pack(id)? {
-            unknown.push((id, size));
-        }
-    }
+    let unknown = unknown_packs(vault, catalog)?;
     let indexes = vault.store().read_pack_indexes(&unknown);
     let mut report = IndexedPacks::default();
     catalog.transaction(|c| {
@@ -82,4 +72,16 @@ pub fn index_unknown_packs(vault: &Vault, catalog: &Catalog) -> Result<IndexedPa
         Ok(())
     })?;
     Ok(report)
+}
+
+/// Packs in the store that the catalog neither has nor has retired, with their sizes.
+fn unknown_packs(vault: &Vault, catalog: &Catalog) -> Result<Vec<(crate::id::PackId, u64)>> {
+    let retired: std::collections::HashSet<_> = catalog.retired_packs()?.into_iter().map(|r| r.pack).collect();
+    let mut unknown = Vec::new();
+    for (id, size) in vault.store().list_packs()? {
+        if !retired.contains(&id) && !catalog.has_pack(id)? {
+            unknown.push((id, size));
+        }
+    }
+    Ok(unknown)
 }
