@@ -262,7 +262,7 @@ impl Drop for Vfs {
     /// A view that showed workspaces makes its unsynced whiteouts durable when it ends
     /// (an unmount), so a clean unmount never leaves deletes that a power cut could undo.
     fn drop(&mut self) {
-        if self.shared.options.workspaces && self.shared.single.is_none() {
+        if self.shows_workspaces() {
             if let Err(e) = self.shared.pool.with(|c| c.sync_wal()) {
                 tracing::warn!("syncing the catalog at unmount: {e}");
             }
@@ -305,9 +305,14 @@ impl Vfs {
         &self.shared.vault
     }
 
+    /// Does this view show `work/` (a whole-vault view with workspaces)?
+    fn shows_workspaces(&self) -> bool {
+        self.shared.options.workspaces && self.shared.single.is_none()
+    }
+
     /// Is `ino` `work/` or below it, in a view that shows workspaces?
     fn work(&self, ino: u64) -> bool {
-        self.shared.options.workspaces && self.shared.single.is_none() && work::is_work(ino)
+        self.shows_workspaces() && work::is_work(ino)
     }
 
     /// Is `ino` a node below `work/` (not `work/` itself)?
@@ -497,7 +502,7 @@ impl Vfs {
                 .collect(),
             None => self.shared.pool.with(|c| c.list_datasets(None, None))?,
         };
-        let free_bytes = match self.shared.options.workspaces && self.shared.single.is_none() {
+        let free_bytes = match self.shows_workspaces() {
             true => free_bytes(&self.shared.vault.workspaces_dir()),
             false => 0,
         };
