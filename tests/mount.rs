@@ -17,17 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mounted::{can_mount, is_mounted, spawn_mount, Mounted};
+use common::random_bytes;
 use rand::{RngCore, SeedableRng};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_dsvault")
-}
-
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
 
 fn text_bytes(len: usize) -> Vec<u8> {
     (0..len).map(|i| b"id,label,score,caption\n"[i % 23]).collect()
@@ -72,7 +63,7 @@ impl Vault {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
+        let mut c = Command::new(common::BIN);
         c.arg("--vault").arg(&self.dir).arg("--quiet");
         c
     }

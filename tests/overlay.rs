@@ -34,8 +34,6 @@ fn make_base(dir: &Path) {
     symlink(dir, "labels/latest", "train.csv");
 }
 
-/// Run a command; panic with its output if it fails.
-#[track_caller]
 /// A vault with `make_base` ingested as gold/photos@v1 and a workspace `w` over it; returns
 /// the vault and the base folder.
 fn workspace_over_base() -> (TestVault, PathBuf) {
@@ -47,6 +45,8 @@ fn workspace_over_base() -> (TestVault, PathBuf) {
     (v, base)
 }
 
+/// Run a command; panic with its output if it fails.
+#[track_caller]
 fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
