@@ -4,12 +4,12 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fault_proxy::{Fault, FaultProxy};
+use common::mounted::{can_mount, spawn_mount};
 use common::s3::{Moto, SECRET_KEY};
 use common::*;
 use serde_json::Value;
@@ -514,69 +514,6 @@ fn a_store_that_fails_or_shortens_pack_uploads_fails_the_ingest_and_seals_nothin
     }
 }
 
-/// Root with /dev/fuse, or the mount test cannot run (it says so and fails nothing).
-fn can_mount() -> bool {
-    // SAFETY: geteuid cannot fail.
-    let ok = unsafe { libc::geteuid() } == 0 && Path::new("/dev/fuse").exists();
-    if !ok {
-        eprintln!("skipped: needs root and /dev/fuse");
-    }
-    ok
-}
-
-/// A running `dsvault mount`; dropping it kills the server and detaches the mount.
-struct Mounted {
-    child: Option<Child>,
-    mp: PathBuf,
-}
-
-impl Mounted {
-    fn start(mut cmd: Command, mp: &Path) -> Mounted {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let m = Mounted {
-            child: Some(child),
-            mp: mp.to_path_buf(),
-        };
-        assert!(line.starts_with("mounted "), "no ready line, got {line:?}");
-        m
-    }
-
-    /// Stop the server and return what it wrote to stderr.
-    fn stop(&mut self) -> String {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        err
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-        let mp = self.mp.to_string_lossy().into_owned();
-        if mounts.lines().any(|l| l.split(' ').nth(1) == Some(mp.as_str())) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
-        }
-    }
-}
-
 /// Read a file on another thread, giving up after `limit`: `None` means the read hung.
 fn read_with_timeout(path: &Path, limit: Duration) -> Option<std::io::Result<Vec<u8>>> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -610,7 +547,7 @@ fn a_mount_reads_through_the_cache_and_gives_eio_when_the_store_is_gone() {
     fs::create_dir(&mp).unwrap();
     let mut cmd = b.cmd();
     cmd.args(["mount", "--cache-size", "64M", "m@1"]).arg(&mp);
-    let mut mounted = Mounted::start(cmd, &mp);
+    let mut mounted = spawn_mount(cmd, &mp, true);
 
     // Read two files through the mount: right bytes, and they land in the cache.
     for f in ["rows.csv", "sub/f1.bin"] {
@@ -640,7 +577,7 @@ fn a_mount_reads_through_the_cache_and_gives_eio_when_the_store_is_gone() {
         .expect("a read with the store gone hung instead of failing")
         .expect_err("a read with the store gone must fail");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
-    let stderr = mounted.stop();
+    let stderr = mounted.stop(Duration::from_secs(20));
     assert!(
         stderr.contains("store request failed") && stderr.contains("s3://dsv/team/vault/packs/"),
         "no log line names the unreachable store: {stderr}"

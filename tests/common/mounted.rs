@@ -64,6 +64,17 @@ impl Mounted {
         None
     }
 
+    /// Stop the server with SIGTERM (SIGKILL if it has not exited after `timeout`) and
+    /// return what it wrote to stderr (empty unless kept).
+    pub fn stop(&mut self, timeout: Duration) -> String {
+        self.signal(libc::SIGTERM);
+        if self.wait(timeout).is_none() && self.child.is_some() {
+            self.signal(libc::SIGKILL);
+            self.wait(Duration::from_secs(10));
+        }
+        self.stderr()
+    }
+
     /// What the server wrote to stderr (call after it exited; empty unless kept).
     pub fn stderr(&mut self) -> String {
         let mut s = String::new();
