@@ -72,26 +72,6 @@ impl<'a> RemoteVault<'a> {
     }
 }
 
-/// Set `key = value` in vault.toml (the key must be there already).
-fn set_setting(vault: &Path, key: &str, value: &str) {
-    let path = vault.join("vault.toml");
-    let text = fs::read_to_string(&path).unwrap();
-    let mut found = false;
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.split('=').next().map(str::trim) == Some(key) {
-                found = true;
-                format!("{key} = {value}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert!(found, "vault.toml has no {key}: {text}");
-    fs::write(&path, text).unwrap();
-}
-
 /// Small packs and every upload read back, so a few MB make several checked packs.
 const SMALL_PACKS: &[(&str, &str)] = &[("target_size", "1048576"), ("verify_read_back_percent", "100")];
 

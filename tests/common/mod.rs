@@ -205,22 +205,7 @@ impl TestVault {
     /// MB publishes several packs.
     pub fn init_with_pack_target(&self, target: u64) {
         self.run(["init"]).ok();
-        let path = self.dir.join("vault.toml");
-        let text = fs::read_to_string(&path).unwrap();
-        let mut replaced = false;
-        let text: String = text
-            .lines()
-            .map(|l| {
-                if l.trim_start().starts_with("target_size") {
-                    replaced = true;
-                    format!("target_size = {target}\n")
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        assert!(replaced, "vault.toml has no target_size: {text}");
-        fs::write(&path, text).unwrap();
+        set_setting(&self.dir, "target_size", &target.to_string());
     }
 
     /// `ingest SRC --name NAME --version VERSION --json EXTRA...`, not checked.
@@ -557,4 +542,25 @@ impl Drop for TmpfsMount {
             let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         }
     }
+}
+
+/// Set `key = value` in the vault.toml of the vault at `vault` (the key must be there
+/// already).
+pub fn set_setting(vault: &Path, key: &str, value: &str) {
+    let path = vault.join("vault.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let mut found = false;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.split('=').next().map(str::trim) == Some(key) {
+                found = true;
+                format!("{key} = {value}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(found, "vault.toml has no {key}: {text}");
+    fs::write(&path, text).unwrap();
 }
