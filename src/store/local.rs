@@ -237,11 +237,7 @@ impl LocalStore {
     pub fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
         let path = self.ref_path(kind, name, version);
         if let Some(existing) = self.read_ref(kind, name, version)? {
-            return Ok(if existing == root {
-                RefOutcome::AlreadyPresent
-            } else {
-                RefOutcome::Conflict(existing)
-            });
+            return Ok(RefOutcome::found(existing, root));
         }
         let dir = path.parent().expect("ref has a parent");
         fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
@@ -258,11 +254,7 @@ impl LocalStore {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let existing = self.read_ref(kind, name, version)?.expect("ref exists");
-                Ok(if existing == root {
-                    RefOutcome::AlreadyPresent
-                } else {
-                    RefOutcome::Conflict(existing)
-                })
+                Ok(RefOutcome::found(existing, root))
             }
             Err(e) => Err(Error::io("creating ref", &path, e)),
         }

@@ -38,6 +38,17 @@ pub enum RefOutcome {
     Conflict(RootHash),
 }
 
+impl RefOutcome {
+    /// What finding `existing` in place of a ref about to name `ours` means.
+    pub(crate) fn found(existing: RootHash, ours: RootHash) -> RefOutcome {
+        if existing == ours {
+            RefOutcome::AlreadyPresent
+        } else {
+            RefOutcome::Conflict(existing)
+        }
+    }
+}
+
 /// A ref found in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRef {

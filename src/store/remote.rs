@@ -356,13 +356,7 @@ impl RemoteStore {
         let key = ref_key(kind, name, version);
         let inner = &self.inner;
         self.rt.block_on(async {
-            let outcome = |existing: RootHash| {
-                if existing == root {
-                    RefOutcome::AlreadyPresent
-                } else {
-                    RefOutcome::Conflict(existing)
-                }
-            };
+            let outcome = |existing: RootHash| RefOutcome::found(existing, root);
             if let Some(existing) = inner.read_ref(&key).await? {
                 return Ok(outcome(existing));
             }
