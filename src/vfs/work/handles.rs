@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::layers::{Found, Ws};
-use crate::vfs::{VfsError, VfsResult, OVERLAY_FH};
+use crate::vfs::{VfsResult, OVERLAY_FH};
 
 /// One entry of a folder listing: name, workspace, what it is.
 pub(crate) type Listed = (Vec<u8>, Arc<Ws>, Found);
@@ -109,10 +109,5 @@ pub(crate) fn read_at(f: &File, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
 /// `fallocate(2)` on an upper file.
 pub(crate) fn fallocate(f: &File, offset: u64, length: u64, mode: i32) -> VfsResult<()> {
     // SAFETY: a valid open descriptor; the kernel checks the arguments.
-    let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as libc::off_t, length as libc::off_t) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(VfsError::from(std::io::Error::last_os_error()))
-    }
+    super::upper::check(unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as libc::off_t, length as libc::off_t) })
 }

@@ -19,7 +19,7 @@ use super::layers::{Found, Ws};
 use super::{SetAttr, SetTime};
 use crate::catalog::entries::split_path;
 use crate::catalog::{Entry, EntryKind};
-use crate::vfs::{files, Shared, VfsError, VfsResult};
+use crate::vfs::{files, ns_to_time, Shared, VfsError, VfsResult};
 
 /// Numbers the scratch files of this process.
 static SCRATCH: AtomicU64 = AtomicU64::new(0);
@@ -60,7 +60,7 @@ pub(crate) fn ensure_dir(shared: &Shared, ws: &Ws, dir: &[u8]) -> VfsResult<Crea
 /// a folder's time does not touch its parent).
 pub(crate) fn restore_times(created: &[(PathBuf, i64)]) -> VfsResult<()> {
     for (path, mtime_ns) in created.iter().rev() {
-        set_times(path, None, Some(SetTime::At(ns_time(*mtime_ns))))?;
+        set_times(path, None, Some(SetTime::At(ns_to_time(*mtime_ns))))?;
     }
     Ok(())
 }
@@ -76,7 +76,7 @@ pub(crate) fn copy_up(shared: &Shared, ws: &Ws, path: &[u8], content: bool) -> V
     let created = ensure_dir(shared, ws, split_path(path).0)?;
     let target = ws.upper_path(path);
     let mode = entry.mode & 0o7777;
-    let mtime = SetTime::At(ns_time(entry.mtime_ns));
+    let mtime = SetTime::At(ns_to_time(entry.mtime_ns));
     match entry.kind {
         EntryKind::Dir => {
             fs::create_dir(&target)?;
@@ -112,7 +112,7 @@ fn assemble(shared: &Shared, ws: &Ws, layer: usize, entry: &Entry, scratch: &Pat
         files::copy_entry(shared, ws.bases[layer].clone(), entry.clone(), &mut out)?;
     }
     out.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))?;
-    out.set_modified(ns_time(entry.mtime_ns))?;
+    out.set_modified(ns_to_time(entry.mtime_ns))?;
     Ok(())
 }
 
@@ -222,15 +222,11 @@ fn c_path(path: &Path) -> VfsResult<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| VfsError::InvalidArgument)
 }
 
-fn check(rc: libc::c_int) -> VfsResult<()> {
+/// A libc return code as a result (the errno when it is not 0).
+pub(crate) fn check(rc: libc::c_int) -> VfsResult<()> {
     if rc == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error().into())
     }
-}
-
-/// Nanoseconds since the epoch as a time.
-pub(crate) fn ns_time(ns: i64) -> SystemTime {
-    crate::vfs::ns_to_time(ns)
 }
