@@ -16,7 +16,7 @@ mod reader;
 mod sink;
 mod writer;
 
-pub(crate) use reader::read_index_with;
+pub(crate) use reader::{parse_footer, read_index_with};
 pub use reader::{parse_index, read_index_from_file, verify_pack_bytes, PackDamage};
 pub use writer::{PackWriter, SealedPack};
 

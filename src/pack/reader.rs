@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 
 /// Parse the footer from a pack's last [`FOOTER_LEN`] bytes: (index offset, chunk count).
-fn parse_footer(pack: PackId, footer: &[u8]) -> Result<(u64, usize, [u8; 32])> {
+pub(crate) fn parse_footer(pack: PackId, footer: &[u8]) -> Result<(u64, usize, [u8; 32])> {
     let bad = |d: &str| Error::CorruptPack {
         pack,
         detail: d.to_string(),

@@ -601,7 +601,11 @@ impl Inner {
         let key = pack_key(id);
         let mut start = size.saturating_sub(INDEX_TAIL);
         let mut tail = self.get_range(&key, start..size).await?;
-        if let Some(index_offset) = footer_index_offset(&tail).filter(|&o| o < start) {
+        let footer = tail
+            .get(tail.len().saturating_sub(pack::FOOTER_LEN)..)
+            .unwrap_or_default();
+        let index_offset = pack::parse_footer(id, footer).ok().map(|f| f.0);
+        if let Some(index_offset) = index_offset.filter(|&o| o < start) {
             start = index_offset;
             tail = self.get_range(&key, start..size).await?;
         }
@@ -724,12 +728,6 @@ impl Inner {
             }),
         }
     }
-}
-
-/// Where a pack's footer says its index starts, if `tail` ends with a footer.
-fn footer_index_offset(tail: &[u8]) -> Option<u64> {
-    let footer = tail.get(tail.len().checked_sub(pack::FOOTER_LEN)?..)?;
-    (&footer[48..56] == pack::FOOTER_MAGIC).then(|| u64::from_le_bytes(footer[0..8].try_into().expect("8 bytes")))
 }
 
 /// Fill `buf` from `r` as far as it goes; returns the bytes read (less than `buf` at the end).
