@@ -93,15 +93,15 @@ impl Overlay {
             return Err(VfsError::CrossDevice);
         }
         let _guard = ws.change()?;
-        match ws.resolve(shared, &from)?.ok_or(VfsError::NotFound)? {
+        let found = ws.resolve(shared, &from)?.ok_or(VfsError::NotFound)?;
+        if found.is_dir() {
             // link(2) on a folder: EPERM.
-            f if f.is_dir() => return Err(VfsError::Os(libc::EPERM)),
-            _ => {}
+            return Err(VfsError::Os(libc::EPERM));
         }
         if ws.resolve(shared, &path)?.is_some() {
             return Err(VfsError::Exists);
         }
-        upper::copy_up(shared, &ws, &from, true)?;
+        upper::copy_up_found(shared, &ws, &from, found, true)?;
         upper::ensure_dir(shared, &ws, split_path(&path).0)?;
         let target = ws.upper_path(&path);
         fs::hard_link(ws.upper_path(&from), &target)?;
@@ -183,7 +183,7 @@ impl Overlay {
         if src.is_dir() && ws.base_visible(shared, &from)?.is_some() {
             return Err(VfsError::CrossDevice);
         }
-        upper::copy_up(shared, &ws, &from, true)?;
+        upper::copy_up_found(shared, &ws, &from, src, true)?;
         upper::ensure_dir(shared, &ws, split_path(&to).0)?;
         fs::rename(ws.upper_path(&from), ws.upper_path(&to))?;
         // The base's entry at the destination must not show through (nor, for a folder,

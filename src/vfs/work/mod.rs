@@ -307,7 +307,7 @@ impl Overlay {
             let _guard = ws.change()?;
             match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
                 f if f.is_dir() => return Err(VfsError::IsADirectory),
-                _ => upper::copy_up(shared, &ws, &path, true)?,
+                found => upper::copy_up_found(shared, &ws, &path, found, true)?,
             }
             return self.handles.open_file(&ws.upper_path(&path), flags);
         }

@@ -68,10 +68,16 @@ pub(crate) fn restore_times(created: &[(PathBuf, i64)]) -> VfsResult<()> {
 /// Copy the base entry at `path` into the upper layer (a no-op when it is there already).
 /// With `content` false a file is copied up empty (it is about to be truncated to zero).
 pub(crate) fn copy_up(shared: &Shared, ws: &Ws, path: &[u8], content: bool) -> VfsResult<()> {
-    let (layer, entry) = match ws.resolve(shared, path)? {
-        None => return Err(VfsError::NotFound),
-        Some(Found::Upper(_)) => return Ok(()),
-        Some(Found::Base { layer, entry }) => (layer, entry),
+    let found = ws.resolve(shared, path)?.ok_or(VfsError::NotFound)?;
+    copy_up_found(shared, ws, path, found, content)
+}
+
+/// [`copy_up`] of `path`, which the caller has just resolved to `found` (under the
+/// workspace's lock).
+pub(crate) fn copy_up_found(shared: &Shared, ws: &Ws, path: &[u8], found: Found, content: bool) -> VfsResult<()> {
+    let (layer, entry) = match found {
+        Found::Upper(_) => return Ok(()),
+        Found::Base { layer, entry } => (layer, entry),
     };
     let created = ensure_dir(shared, ws, split_path(path).0)?;
     let target = ws.upper_path(path);
