@@ -98,7 +98,7 @@ pub(crate) fn readdir_plus(
 }
 
 /// Placeholder attributes of `.` and `..` in a listing with attributes.
-fn dot_attr(ino: u64, shared: &Shared) -> Attr {
+pub(super) fn dot_attr(ino: u64, shared: &Shared) -> Attr {
     Attr {
         ino,
         kind: NodeKind::Dir,
@@ -177,7 +177,7 @@ fn list(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usize, plus: bool)
     Ok(out)
 }
 
-fn dot(ino: u64, offset: u64, name: &[u8]) -> DirEntry {
+pub(super) fn dot(ino: u64, offset: u64, name: &[u8]) -> DirEntry {
     DirEntry {
         ino,
         offset,

@@ -113,19 +113,6 @@ pub(crate) fn meta_attr(ino: u64, m: &std::fs::Metadata) -> Attr {
     }
 }
 
-fn kind_of(found: &Found) -> NodeKind {
-    match found {
-        Found::Upper(m) if m.is_dir() => NodeKind::Dir,
-        Found::Upper(m) if m.file_type().is_symlink() => NodeKind::Symlink,
-        Found::Upper(_) => NodeKind::File,
-        Found::Base { entry, .. } => match entry.kind {
-            EntryKind::Dir => NodeKind::Dir,
-            EntryKind::Symlink => NodeKind::Symlink,
-            EntryKind::File => NodeKind::File,
-        },
-    }
-}
-
 impl Overlay {
     /// The live workspace `name` (loaded on first use; `None` if there is none).
     fn workspace(&self, shared: &Shared, name: &[u8]) -> VfsResult<Option<Arc<Ws>>> {
@@ -234,24 +221,8 @@ impl Overlay {
             _ => self.nodes.lock().expect("nodes lock").parent(ino).unwrap_or(WORK_INO),
         };
         let mut out = Vec::new();
-        let dot = |ino, offset, name: &[u8]| {
-            let e = DirEntry {
-                ino,
-                offset,
-                kind: NodeKind::Dir,
-                name: name.to_vec(),
-            };
-            let a = Attr {
-                ino,
-                kind: NodeKind::Dir,
-                size: 0,
-                perm: 0o755,
-                mtime: SystemTime::UNIX_EPOCH,
-                immutable: false,
-                owner: None,
-            };
-            (e, a)
-        };
+        // `.` and `..` with placeholder attributes (the kernel ignores them).
+        let dot = |ino, offset, name: &[u8]| (super::dirs::dot(ino, offset, name), super::dirs::dot_attr(ino, shared));
         if offset < 1 {
             out.push(dot(ino, 1, b"."));
         }
@@ -262,13 +233,14 @@ impl Overlay {
         let mut nodes = self.nodes.lock().expect("nodes lock");
         for (i, (name, ws, found)) in snapshot.entries.iter().enumerate().skip(skip).take(max) {
             let child = nodes.ino_for(ino, name, ws, plus);
+            let a = attr_of(child, found);
             let e = DirEntry {
                 ino: child,
                 offset: i as u64 + 3,
-                kind: kind_of(found),
+                kind: a.kind,
                 name: name.clone(),
             };
-            out.push((e, attr_of(child, found)));
+            out.push((e, a));
         }
         Ok(out)
     }
