@@ -131,6 +131,10 @@ impl Catalog {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(64);
+        // Plans that do not depend on bound values: otherwise a value read while planning
+        // (`LIMIT ?`, for one) makes SQLite prepare the statement again on every run, which
+        // was a third of the catalog time of a mount listing folders.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         let catalog = Catalog { conn };
         catalog.migrate(path)?;
         Ok(catalog)
