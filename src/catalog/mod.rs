@@ -20,7 +20,7 @@ pub use entries::{Entry, EntryKind};
 pub use gc::{PackUsage, RetiredPack};
 pub use lineage::{LineageInput, LineageRecord};
 pub use runs::RunRow;
-pub use view::LaidOutChunk;
+pub use view::{FileLayout, LaidOutChunk};
 pub use workspaces::{BaseRow, WorkspaceRow};
 
 use std::path::Path;

@@ -10,6 +10,18 @@ use crate::dataset::Kind;
 use crate::error::{Error, Result};
 use crate::id::PackId;
 
+/// A file of a sealed dataset with its chunk layout: what the mount needs to read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLayout {
+    pub entry_id: i64,
+    pub dataset_id: i64,
+    /// The file's path in its dataset.
+    pub path: Vec<u8>,
+    pub size: u64,
+    /// The chunks in file order.
+    pub chunks: Vec<LaidOutChunk>,
+}
+
 /// One chunk of a file with where it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaidOutChunk {
@@ -64,6 +76,61 @@ impl Catalog {
             })
         })?;
         rows.map(|r| r.map_err(Error::from)).collect()
+    }
+
+    /// The files (of sealed datasets) among entries `first_id..first_id + count`, in id order,
+    /// each with its chunk layout: one query for a run of files that are listed, and usually
+    /// read, one after another. Stops early, after a complete file, once `max_chunks` chunks
+    /// have been read; the first file (if it is one) always comes whole.
+    pub fn file_layouts(&self, first_id: i64, count: i64, max_chunks: usize) -> Result<Vec<FileLayout>> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT e.id, e.dataset_id, e.parent, e.name, e.size,
+                    cc.file_offset, p.hash, cc.chunk_hash, c.offset, c.stored_len, c.raw_len, c.codec
+             FROM entries e JOIN datasets d ON d.id = e.dataset_id
+             LEFT JOIN content_chunks cc ON cc.content_id = e.content_id
+             LEFT JOIN chunks c ON c.hash = cc.chunk_hash
+             LEFT JOIN packs p ON p.id = c.pack_id
+             WHERE e.id >= ?1 AND e.id < ?2 AND e.kind = 0 AND d.state = 'sealed'
+             ORDER BY e.id, cc.file_offset",
+        )?;
+        let mut rows = stmt.query(params![first_id, first_id.saturating_add(count)])?;
+        let mut files: Vec<FileLayout> = Vec::new();
+        let mut chunks = 0;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            let new_file = files.last().is_none_or(|f| f.entry_id != id);
+            if chunks >= max_chunks && (new_file || files.len() > 1) && !files.is_empty() {
+                if !new_file {
+                    // Cut short by the limit: it would read as damaged, so leave it out.
+                    files.pop();
+                }
+                break;
+            }
+            if new_file {
+                files.push(FileLayout {
+                    entry_id: id,
+                    dataset_id: r.get(1)?,
+                    path: entries::join_path(&r.get::<_, Vec<u8>>(2)?, &r.get::<_, Vec<u8>>(3)?),
+                    size: r.get::<_, i64>(4)? as u64,
+                    chunks: Vec::new(),
+                });
+            }
+            // No chunk columns: an empty file, or (damage) a chunk row missing, which the
+            // reader reports as a chunk list that does not cover the file.
+            let Some(pack) = r.get::<_, Option<Vec<u8>>>(6)? else {
+                continue;
+            };
+            let file = files.last_mut().expect("a file was pushed for this row");
+            file.chunks.push(LaidOutChunk {
+                file_offset: r.get::<_, i64>(5)? as u64,
+                location: ChunkLocation {
+                    pack: PackId::from_slice(&pack).unwrap_or(PackId([0; 32])),
+                    entry: super::index_entry_at(r, 7)?,
+                },
+            });
+            chunks += 1;
+        }
+        Ok(files)
     }
 
     /// A sealed dataset by row id.

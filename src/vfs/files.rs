@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, Weak};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::cache::ChunkBytes;
+use super::layouts::Layout;
 use super::nodes::Node;
 use super::{DatasetInfo, ReadBytes, Shared, VfsError, VfsResult};
-use crate::catalog::{ChunkLocation, Entry, EntryKind, LaidOutChunk};
+use crate::catalog::{ChunkLocation, Entry, EntryKind, FileLayout};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 use crate::pack::{self, Codec};
@@ -24,9 +25,7 @@ use crate::store::Store;
 /// One open file.
 pub(crate) struct OpenFile {
     dataset: Arc<DatasetInfo>,
-    path: Vec<u8>,
-    size: u64,
-    chunks: Vec<LaidOutChunk>,
+    layout: Arc<FileLayout>,
     /// Where the last read ended and how far ahead chunks were requested (chunk index).
     seq: Mutex<SeqState>,
 }
@@ -101,6 +100,14 @@ pub(crate) fn open(shared: &Shared, ino: u64) -> VfsResult<u64> {
 }
 
 fn open_file(shared: &Shared, ino: u64) -> VfsResult<OpenFile> {
+    if let Some(Layout { dataset, file }) = shared.layouts.get(shared, ino)? {
+        return Ok(OpenFile {
+            dataset,
+            layout: file,
+            seq: Mutex::default(),
+        });
+    }
+    // Not a file of a dataset in view: the node says what it is.
     let Node::Entry { dataset, entry } = shared.node(ino)? else {
         return Err(VfsError::IsADirectory);
     };
@@ -120,7 +127,7 @@ pub(crate) fn copy_entry(
     out: &mut dyn std::io::Write,
 ) -> VfsResult<()> {
     let file = entry_file(shared, dataset, entry)?;
-    for i in 0..file.chunks.len() {
+    for i in 0..file.layout.chunks.len() {
         let chunk = file.chunk(shared, i)?;
         out.write_all(&chunk)
             .map_err(|e| VfsError::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
@@ -139,10 +146,14 @@ fn entry_file(shared: &Shared, dataset: Arc<DatasetInfo>, entry: Entry) -> VfsRe
         None => Vec::new(),
     };
     Ok(OpenFile {
+        layout: Arc::new(FileLayout {
+            entry_id: entry.id,
+            dataset_id: dataset.id,
+            path: entry.path(),
+            size: entry.size,
+            chunks,
+        }),
         dataset,
-        path: entry.path(),
-        size: entry.size,
-        chunks,
         seq: Mutex::default(),
     })
 }
@@ -172,7 +183,7 @@ fn read_file(
     offset: u64,
     size: u32,
 ) -> VfsResult<ReadBytes> {
-    let end = offset.saturating_add(size as u64).min(file.size);
+    let end = offset.saturating_add(size as u64).min(file.layout.size);
     if offset >= end {
         return Ok(ReadBytes::Owned(Vec::new()));
     }
@@ -186,13 +197,13 @@ fn read_file(
     }
     if first == last {
         let chunk = file.chunk(shared, first)?;
-        let start = (offset - file.chunks[first].file_offset) as usize;
+        let start = (offset - file.layout.chunks[first].file_offset) as usize;
         return file.slice(chunk, first, start, start + (end - offset) as usize);
     }
     let mut out = Vec::with_capacity((end - offset) as usize);
     for i in first..=last {
         let chunk = file.chunk(shared, i)?;
-        let base = file.chunks[i].file_offset;
+        let base = file.layout.chunks[i].file_offset;
         let from = offset.max(base) - base;
         let to = end.min(base + chunk.len() as u64) - base;
         if from >= to {
@@ -209,7 +220,8 @@ fn read_file(
 impl OpenFile {
     /// Index of the chunk holding byte `offset` (which must be below the size).
     fn chunk_index(&self, offset: u64) -> usize {
-        self.chunks
+        self.layout
+            .chunks
             .partition_point(|c| c.file_offset <= offset)
             .saturating_sub(1)
     }
@@ -223,12 +235,12 @@ impl OpenFile {
 
     /// The catalog's chunk list does not cover the file: damage in the catalog.
     fn short_chunk(&self, i: usize) -> VfsError {
-        let chunk = self.chunks.get(i).map(|c| c.location.entry.chunk);
+        let chunk = self.layout.chunks.get(i).map(|c| c.location.entry.chunk);
         let e = Error::Damaged(format!(
             "{}:{}: the chunk list does not cover the file's {} bytes",
             self.dataset.name,
-            String::from_utf8_lossy(&self.path),
-            self.size
+            String::from_utf8_lossy(&self.layout.path),
+            self.layout.size
         ));
         self.log_damage(chunk, &e);
         VfsError::from(e)
@@ -257,7 +269,7 @@ impl OpenFile {
         };
         tracing::error!(
             dataset = %self.dataset.name,
-            path = %String::from_utf8_lossy(&self.path),
+            path = %String::from_utf8_lossy(&self.layout.path),
             chunk = %chunk.map(|c| c.to_hex()).unwrap_or_default(),
             "{what}: {e}; {hint}"
         );
@@ -265,7 +277,7 @@ impl OpenFile {
 
     /// Verified bytes of chunk `i`, from the cache or the store.
     fn chunk(&self, shared: &Shared, i: usize) -> VfsResult<ChunkBytes> {
-        let Some(c) = self.chunks.get(i) else {
+        let Some(c) = self.layout.chunks.get(i) else {
             return Err(self.short_chunk(i));
         };
         let loc = c.location;
@@ -300,12 +312,12 @@ impl OpenFile {
             }
             seq.next_offset = seq.next_offset.max(end);
             let from = seq.fetched_upto.max(last + 1);
-            let to = self.chunks.partition_point(|c| c.file_offset < window_end);
+            let to = self.layout.chunks.partition_point(|c| c.file_offset < window_end);
             seq.fetched_upto = seq.fetched_upto.max(to);
             // Advise in big steps: when less than half the distance is left.
-            let advise = if seq.advised_upto < end.saturating_add(ADVISE_BYTES / 2) && self.size > window_end {
+            let advise = if seq.advised_upto < end.saturating_add(ADVISE_BYTES / 2) && self.layout.size > window_end {
                 let a = seq.advised_upto.max(window_end);
-                let b = end.saturating_add(ADVISE_BYTES).min(self.size);
+                let b = end.saturating_add(ADVISE_BYTES).min(self.layout.size);
                 seq.advised_upto = b;
                 (a < b).then_some((a, b))
             } else {
@@ -314,7 +326,7 @@ impl OpenFile {
             (from, to, advise)
         };
         let wanted: Vec<usize> = (from..to)
-            .filter(|&i| !shared.cache.contains(&self.chunks[i].location.entry.chunk))
+            .filter(|&i| !shared.cache.contains(&self.layout.chunks[i].location.entry.chunk))
             .collect();
         if let (Some(&a), Some(&b)) = (wanted.first(), wanted.last()) {
             if shared.vault.store().is_remote() {
@@ -334,13 +346,16 @@ impl OpenFile {
     /// Ask the store to fetch ahead the stored bytes of the chunks covering `[a, b)`.
     fn advise(&self, shared: &Shared, a: u64, b: u64) {
         let first = self.chunk_index(a);
-        let last = self.chunks.partition_point(|c| c.file_offset < b);
+        let last = self.layout.chunks.partition_point(|c| c.file_offset < b);
         self.advise_chunks(shared, first, last);
     }
 
     /// Ask the store to fetch chunks `first..last` ahead of the reader.
     fn advise_chunks(&self, shared: &Shared, first: usize, last: usize) {
-        let ranges: Vec<_> = self.chunks[first..last].iter().map(|c| c.location.extent()).collect();
+        let ranges: Vec<_> = self.layout.chunks[first..last]
+            .iter()
+            .map(|c| c.location.extent())
+            .collect();
         shared.vault.store().advise_chunks(&ranges);
     }
 }
@@ -434,7 +449,7 @@ impl Prefetcher {
     /// Note that a reader of `file` reached its chunk `i`; when that continues a stream
     /// through the chunk's pack into a third file or further, fetch the pack's next chunks.
     fn follow_pack(&self, shared: &Shared, file: &Arc<OpenFile>, i: usize) {
-        let loc = file.chunks[i].location;
+        let loc = file.layout.chunks[i].location;
         let (pack, off) = (loc.pack, loc.entry.offset);
         let end = off + loc.entry.stored_len as u64;
         let me = Arc::as_ptr(file) as usize;
@@ -522,7 +537,7 @@ impl Drop for Prefetcher {
 fn prefetch_loop(rx: &Receiver<(Arc<OpenFile>, usize)>, shared: &Weak<Shared>) {
     while let Ok((file, i)) = rx.recv() {
         let Some(shared) = shared.upgrade() else { return };
-        let loc = file.chunks[i].location;
+        let loc = file.layout.chunks[i].location;
         // Errors are not logged here: the reader that needs the chunk reports them.
         let _ = shared
             .cache

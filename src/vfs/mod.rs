@@ -32,6 +32,7 @@
 mod cache;
 mod dirs;
 mod files;
+mod layouts;
 mod nodes;
 mod pool;
 pub mod work;
@@ -244,6 +245,7 @@ pub(crate) struct Shared {
     single: Option<Arc<DatasetInfo>>,
     datasets: Mutex<std::collections::HashMap<i64, Arc<DatasetInfo>>>,
     files: files::FileTable,
+    layouts: layouts::Layouts,
     dirs: dirs::DirTable,
     nodes: nodes::NodeCache,
     started: SystemTime,
@@ -285,6 +287,7 @@ impl Vfs {
             single,
             datasets: Mutex::default(),
             files: files::FileTable::default(),
+            layouts: layouts::Layouts::default(),
             dirs: dirs::DirTable::default(),
             nodes: nodes::NodeCache::default(),
             started: SystemTime::now(),

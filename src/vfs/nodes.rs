@@ -113,6 +113,18 @@ impl Shared {
         Ok(info)
     }
 
+    /// Sealed dataset `id` if this view shows it (a single-dataset view shows only its own).
+    pub fn dataset_in_view(&self, id: i64) -> VfsResult<Option<Arc<DatasetInfo>>> {
+        match &self.single {
+            Some(d) => Ok((d.id == id).then(|| d.clone())),
+            None => match self.dataset_info(id) {
+                Ok(d) => Ok(Some(d)),
+                Err(VfsError::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     /// What inode `ino` is.
     pub fn node(&self, ino: u64) -> VfsResult<Node> {
         if let Some(d) = &self.single {
