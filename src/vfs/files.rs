@@ -196,7 +196,10 @@ fn read_file(
         }
     }
     if first == last {
-        let chunk = file.chunk(shared, first)?;
+        // A file of one chunk read whole: nobody needs the chunk again (the kernel keeps
+        // the file's pages), so it does not go into the chunk cache.
+        let whole_file = file.layout.chunks.len() == 1 && offset == 0 && end == file.layout.size;
+        let chunk = file.chunk_kept(shared, first, !whole_file)?;
         let start = (offset - file.layout.chunks[first].file_offset) as usize;
         return file.slice(chunk, first, start, start + (end - offset) as usize);
     }
@@ -277,17 +280,25 @@ impl OpenFile {
 
     /// Verified bytes of chunk `i`, from the cache or the store.
     fn chunk(&self, shared: &Shared, i: usize) -> VfsResult<ChunkBytes> {
+        self.chunk_kept(shared, i, true)
+    }
+
+    /// Verified bytes of chunk `i`; loaded bytes are kept in the cache only if `keep`.
+    fn chunk_kept(&self, shared: &Shared, i: usize, keep: bool) -> VfsResult<ChunkBytes> {
         let Some(c) = self.layout.chunks.get(i) else {
             return Err(self.short_chunk(i));
         };
         let loc = c.location;
-        shared
-            .cache
-            .get_or_load(loc.entry.chunk, || load_chunk(shared.vault.store(), &loc))
-            .map_err(|e| {
-                self.log_damage(Some(loc.entry.chunk), &e);
-                VfsError::from(e)
-            })
+        let load = || load_chunk(shared.vault.store(), &loc);
+        let loaded = if keep {
+            shared.cache.get_or_load(loc.entry.chunk, load)
+        } else {
+            shared.cache.get_or_load_once(loc.entry.chunk, load)
+        };
+        loaded.map_err(|e| {
+            self.log_damage(Some(loc.entry.chunk), &e);
+            VfsError::from(e)
+        })
     }
 
     /// Note a read of `[offset, end)` ending in chunk `last`; when reads are sequential, ask
