@@ -34,7 +34,7 @@ pub struct MountArgs {
     #[arg(long)]
     allow_other: bool,
     /// Memory for verified chunks, in MiB.
-    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    #[arg(long, default_value_t = 8, value_name = "MIB")]
     cache_mib: u64,
     /// Threads serving FUSE requests (default: the number of CPUs, 2 to 8).
     #[arg(long, value_name = "N")]

@@ -208,7 +208,7 @@ pub struct VfsOptions {
 impl Default for VfsOptions {
     fn default() -> Self {
         VfsOptions {
-            cache_bytes: 16 << 20,
+            cache_bytes: 8 << 20,
             prefetch_threads: 2,
             readahead_bytes: 4 << 20,
             workspaces: false,
