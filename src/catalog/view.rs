@@ -66,15 +66,7 @@ impl Catalog {
              FROM content_chunks cc JOIN chunks c ON c.hash = cc.chunk_hash JOIN packs p ON p.id = c.pack_id
              WHERE cc.content_id = ?1 ORDER BY cc.file_offset",
         )?;
-        let rows = stmt.query_map([content_id], |r| {
-            Ok(LaidOutChunk {
-                file_offset: r.get::<_, i64>(0)? as u64,
-                location: ChunkLocation {
-                    pack: PackId::from_slice(&r.get::<_, Vec<u8>>(1)?).unwrap_or(PackId([0; 32])),
-                    entry: super::index_entry_at(r, 2)?,
-                },
-            })
-        })?;
+        let rows = stmt.query_map([content_id], |r| laid_out_chunk_at(r, 0))?;
         rows.map(|r| r.map_err(Error::from)).collect()
     }
 
@@ -117,17 +109,11 @@ impl Catalog {
             }
             // No chunk columns: an empty file, or (damage) a chunk row missing, which the
             // reader reports as a chunk list that does not cover the file.
-            let Some(pack) = r.get::<_, Option<Vec<u8>>>(6)? else {
+            if r.get_ref(6)? == rusqlite::types::ValueRef::Null {
                 continue;
-            };
+            }
             let file = files.last_mut().expect("a file was pushed for this row");
-            file.chunks.push(LaidOutChunk {
-                file_offset: r.get::<_, i64>(5)? as u64,
-                location: ChunkLocation {
-                    pack: PackId::from_slice(&pack).unwrap_or(PackId([0; 32])),
-                    entry: super::index_entry_at(r, 7)?,
-                },
-            });
+            file.chunks.push(laid_out_chunk_at(r, 5)?);
             chunks += 1;
         }
         Ok(files)
@@ -154,4 +140,16 @@ impl Catalog {
         let rows = stmt.query_map([kind.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.map(|r| r.map_err(Error::from)).collect()
     }
+}
+
+/// A chunk of a file from columns `first..`: file offset, pack hash, then an index entry
+/// (see [`super::index_entry_at`]).
+fn laid_out_chunk_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<LaidOutChunk> {
+    Ok(LaidOutChunk {
+        file_offset: r.get::<_, i64>(first)? as u64,
+        location: ChunkLocation {
+            pack: PackId::from_slice(&r.get::<_, Vec<u8>>(first + 1)?).unwrap_or(PackId([0; 32])),
+            entry: super::index_entry_at(r, first + 2)?,
+        },
+    })
 }
