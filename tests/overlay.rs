@@ -497,16 +497,8 @@ fn one_workspace_is_changed_through_one_mount_at_a_time() {
     second.signal(libc::SIGKILL);
     second.wait(std::time::Duration::from_secs(10));
     drop(second); // detaches the dead mount
-    v.run([
-        "run",
-        "--workspace",
-        "w",
-        "--",
-        "sh",
-        "-c",
-        "echo ran > \"$DSVAULT_WORKSPACE/after-kill.txt\"",
-    ])
-    .ok();
+    v.run_in_workspace("w", r#"echo ran > "$DSVAULT_WORKSPACE/after-kill.txt""#)
+        .ok();
     assert_eq!(
         fs::read(v.dir.join("workspaces/w/upper/after-kill.txt")).unwrap(),
         b"ran\n"

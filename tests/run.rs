@@ -126,15 +126,7 @@ fn a_successful_command_is_derived_with_its_lineage() {
     assert_eq!(lineage["inputs"][0]["dataset"], "gold/inputs@v1");
     assert_eq!(runs(&v, "w")[0].2.as_deref(), Some("derived/result@v1"));
     // The workspace exists now: a second run uses it without --base.
-    let again = v.run([
-        "run",
-        "--workspace",
-        "w",
-        "--",
-        "sh",
-        "-c",
-        r#"test -f "$DSVAULT_WORKSPACE/copy.bin""#,
-    ]);
+    let again = v.run_in_workspace("w", r#"test -f "$DSVAULT_WORKSPACE/copy.bin""#);
     assert_eq!(again.code(), Some(0), "{}", again.text());
     // Other bases for an existing workspace are refused.
     v.ingest_ok(_src.path(), "other", "v1", &[]);

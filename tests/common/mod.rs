@@ -201,6 +201,11 @@ impl TestVault {
         run_cmd(cmd)
     }
 
+    /// `dsvault run --workspace WORKSPACE -- sh -c SCRIPT`, not checked.
+    pub fn run_in_workspace(&self, workspace: &str, script: &str) -> Out {
+        self.run(["run", "--workspace", workspace, "--", "sh", "-c", script])
+    }
+
     /// `dsvault init` followed by setting `[packs] target_size`, so that an ingest of a few
     /// MB publishes several packs.
     pub fn init_with_pack_target(&self, target: u64) {
