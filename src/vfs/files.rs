@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::cache::ChunkBytes;
+use super::cache::{Ahead, ChunkBytes, ChunkCache, LoadResult};
 use super::layouts::Layout;
 use super::nodes::Node;
 use super::{DatasetInfo, ReadBytes, Shared, VfsError, VfsResult};
@@ -128,7 +128,7 @@ pub(crate) fn copy_entry(
 ) -> VfsResult<()> {
     let file = entry_file(shared, dataset, entry)?;
     for i in 0..file.layout.chunks.len() {
-        let chunk = file.chunk(shared, i)?;
+        let chunk = file.chunk(shared, i, u64::MAX)?;
         out.write_all(&chunk)
             .map_err(|e| VfsError::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
     }
@@ -199,14 +199,18 @@ fn read_file(
         // A file of one chunk read whole: nobody needs the chunk again (the kernel keeps
         // the file's pages), so it does not go into the chunk cache.
         let whole_file = file.layout.chunks.len() == 1 && offset == 0 && end == file.layout.size;
-        let chunk = file.chunk_kept(shared, first, !whole_file)?;
+        let chunk = match whole_file {
+            true => file.chunk_once(shared, first)?,
+            false => file.chunk(shared, first, end - offset)?,
+        };
         let start = (offset - file.layout.chunks[first].file_offset) as usize;
         return file.slice(chunk, first, start, start + (end - offset) as usize);
     }
     let mut out = Vec::with_capacity((end - offset) as usize);
     for i in first..=last {
-        let chunk = file.chunk(shared, i)?;
         let base = file.layout.chunks[i].file_offset;
+        let served = end.min(file.chunk_end(i)).saturating_sub(offset.max(base));
+        let chunk = file.chunk(shared, i, served)?;
         let from = offset.max(base) - base;
         let to = end.min(base + chunk.len() as u64) - base;
         if from >= to {
@@ -278,34 +282,48 @@ impl OpenFile {
         );
     }
 
-    /// Verified bytes of chunk `i`, from the cache or the store.
-    fn chunk(&self, shared: &Shared, i: usize) -> VfsResult<ChunkBytes> {
-        self.chunk_kept(shared, i, true)
+    /// Where chunk `i` ends in the file.
+    fn chunk_end(&self, i: usize) -> u64 {
+        self.layout
+            .chunks
+            .get(i + 1)
+            .map_or(self.layout.size, |c| c.file_offset)
     }
 
-    /// Verified bytes of chunk `i`; loaded bytes are kept in the cache only if `keep`.
-    fn chunk_kept(&self, shared: &Shared, i: usize, keep: bool) -> VfsResult<ChunkBytes> {
+    /// Verified bytes of chunk `i`, from the cache or the store, of which this read serves
+    /// `served` bytes (until all are served, the cache keeps the chunk for the reader).
+    fn chunk(&self, shared: &Shared, i: usize, served: u64) -> VfsResult<ChunkBytes> {
+        self.load(shared, i, |cache, id, load| cache.get_or_load(id, served, load))
+    }
+
+    /// Verified bytes of chunk `i`, not kept in the cache: its every byte is being served.
+    fn chunk_once(&self, shared: &Shared, i: usize) -> VfsResult<ChunkBytes> {
+        self.load(shared, i, |cache, id, load| cache.get_or_load_once(id, load))
+    }
+
+    fn load(
+        &self,
+        shared: &Shared,
+        i: usize,
+        get: impl FnOnce(&ChunkCache, ChunkId, &dyn Fn() -> Result<Vec<u8>>) -> LoadResult,
+    ) -> VfsResult<ChunkBytes> {
         let Some(c) = self.layout.chunks.get(i) else {
             return Err(self.short_chunk(i));
         };
         let loc = c.location;
         let load = || load_chunk(shared.vault.store(), &loc);
-        let loaded = if keep {
-            shared.cache.get_or_load(loc.entry.chunk, load)
-        } else {
-            shared.cache.get_or_load_once(loc.entry.chunk, load)
-        };
-        loaded.map_err(|e| {
+        get(&shared.cache, loc.entry.chunk, &load).map_err(|e| {
             self.log_damage(Some(loc.entry.chunk), &e);
             VfsError::from(e)
         })
     }
 
     /// Note a read of `[offset, end)` ending in chunk `last`; when reads are sequential, ask
-    /// the prefetcher for the chunks within the readahead window.
+    /// the prefetcher for the chunks within the readahead window, as far as the cache's
+    /// budget for chunks fetched ahead allows (the rest are asked for on later reads).
     fn read_ahead(self: &Arc<Self>, shared: &Shared, prefetch: &Prefetcher, offset: u64, end: u64, last: usize) {
         let window_end = end.saturating_add(shared.options.readahead_bytes);
-        let (from, to, advise) = {
+        let (wanted, advise) = {
             let mut seq = self.seq.lock().expect("seq lock");
             // Within a readahead window of where reading stands counts as sequential: the
             // kernel's readahead requests arrive on several threads, slightly out of order,
@@ -324,7 +342,11 @@ impl OpenFile {
             seq.next_offset = seq.next_offset.max(end);
             let from = seq.fetched_upto.max(last + 1);
             let to = self.layout.chunks.partition_point(|c| c.file_offset < window_end);
-            seq.fetched_upto = seq.fetched_upto.max(to);
+            let (wanted, reached) = match prefetch.is_running() {
+                true => self.reserve_ahead(shared, from, to),
+                false => (Vec::new(), to),
+            };
+            seq.fetched_upto = seq.fetched_upto.max(reached);
             // Advise in big steps: when less than half the distance is left.
             let advise = if seq.advised_upto < end.saturating_add(ADVISE_BYTES / 2) && self.layout.size > window_end {
                 let a = seq.advised_upto.max(window_end);
@@ -334,11 +356,8 @@ impl OpenFile {
             } else {
                 None
             };
-            (from, to, advise)
+            (wanted, advise)
         };
-        let wanted: Vec<usize> = (from..to)
-            .filter(|&i| !shared.cache.contains(&self.layout.chunks[i].location.entry.chunk))
-            .collect();
         if let (Some(&a), Some(&b)) = (wanted.first(), wanted.last()) {
             if shared.vault.store().is_remote() {
                 // Neighbouring chunks in one GET, not one GET per chunk from the prefetch
@@ -347,11 +366,26 @@ impl OpenFile {
             }
         }
         for i in wanted {
-            prefetch.request(self, i);
+            prefetch.request(shared, self, i);
         }
         if let Some((a, b)) = advise {
             self.advise(shared, a, b);
         }
+    }
+
+    /// Reserve room in the chunk cache for chunks `from..to`, in order, until the budget for
+    /// chunks fetched ahead is full: the chunks to fetch, and the index where reserving stopped.
+    fn reserve_ahead(&self, shared: &Shared, from: usize, to: usize) -> (Vec<usize>, usize) {
+        let mut reserved = Vec::new();
+        for i in from..to {
+            let e = &self.layout.chunks[i].location.entry;
+            match shared.cache.reserve_ahead(e.chunk, e.raw_len as u64) {
+                Ahead::Reserved => reserved.push(i),
+                Ahead::NotNeeded => {}
+                Ahead::Full => return (reserved, i),
+            }
+        }
+        (reserved, to)
     }
 
     /// Ask the store to fetch ahead the stored bytes of the chunks covering `[a, b)`.
@@ -527,11 +561,20 @@ impl Prefetcher {
         Some(layout)
     }
 
-    fn request(&self, file: &Arc<OpenFile>, i: usize) {
-        if let Some(tx) = &self.tx {
-            match tx.try_send((file.clone(), i)) {
-                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
-            }
+    /// Are there prefetch threads?
+    fn is_running(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queue the load of chunk `i` of `file`, reserved in the cache; when the queue is full
+    /// the reservation is given back and the reader loads the chunk itself.
+    fn request(&self, shared: &Shared, file: &Arc<OpenFile>, i: usize) {
+        let queued = self.tx.as_ref().is_some_and(|tx| match tx.try_send((file.clone(), i)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        });
+        if !queued {
+            shared.cache.cancel_ahead(&file.layout.chunks[i].location.entry.chunk);
         }
     }
 }
@@ -550,8 +593,8 @@ fn prefetch_loop(rx: &Receiver<(Arc<OpenFile>, usize)>, shared: &Weak<Shared>) {
         let Some(shared) = shared.upgrade() else { return };
         let loc = file.layout.chunks[i].location;
         // Errors are not logged here: the reader that needs the chunk reports them.
-        let _ = shared
+        shared
             .cache
-            .get_or_load(loc.entry.chunk, || load_chunk(shared.vault.store(), &loc));
+            .load_ahead(loc.entry.chunk, || load_chunk(shared.vault.store(), &loc));
     }
 }
