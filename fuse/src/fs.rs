@@ -47,6 +47,20 @@ pub(crate) struct ViewFs<V> {
     pub passthrough: Passthrough,
 }
 
+/// Run one request's handler; a panic in it (a bug) is logged and the request answered EIO
+/// (fuser sends EIO for a reply dropped unsent), instead of ending the whole mount. Locks the
+/// panic left poisoned keep failing their later requests the same way, each with a log line.
+fn guarded(op: &str, handle: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        tracing::error!("internal error in {op}, answered EIO (please report this): {what}");
+    }
+}
+
 fn errno(e: &ViewError) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -160,58 +174,64 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(self.view.lookup(parent.0, name), reply)
+        guarded("lookup", || self.reply_entry(self.view.lookup(parent.0, name), reply));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.view.forget(ino.0, nlookup);
+        guarded("forget", || {
+            self.view.forget(ino.0, nlookup);
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let result = match fh {
-            Some(fh) if !self.read_only => self.view.getattr_open(ino.0, fh.0),
-            _ => self.view.getattr(ino.0),
-        };
-        match result {
-            Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        guarded("getattr", || {
+            let result = match fh {
+                Some(fh) if !self.read_only => self.view.getattr_open(ino.0, fh.0),
+                _ => self.view.getattr(ino.0),
+            };
+            match result {
+                Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.view.readlink(ino.0) {
+        guarded("readlink", || match self.view.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if self.read_only {
-            if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-                return reply.error(Errno::EROFS);
+        guarded("open", || {
+            if self.read_only {
+                if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+                    return reply.error(Errno::EROFS);
+                }
+                // The kernel remembers this and opens files itself from now on, with its
+                // default of keeping the page cache across opens (FOPEN_KEEP_CACHE).
+                return reply.error(Errno::ENOSYS);
             }
-            // The kernel remembers this and opens files itself from now on, with its
-            // default of keeping the page cache across opens (FOPEN_KEEP_CACHE).
-            return reply.error(Errno::ENOSYS);
-        }
-        match self.view.open_with(ino.0, flags.0) {
-            // Content changes only through this mount, which the kernel sees (writes go
-            // through its page cache, or straight to the backing file): cached handles may
-            // keep pages across opens, unless the file has other names (hard links), which
-            // are other inodes to the kernel with page caches of their own.
-            Ok(fh) => {
-                use std::os::unix::fs::MetadataExt;
-                let local = self.view.backing_file(fh);
-                let hard_linked = local
-                    .as_ref()
-                    .and_then(|f| f.metadata().ok())
-                    .is_some_and(|m| m.nlink() > 1);
-                let backing = local.filter(|_| self.passthrough.negotiated());
-                self.passthrough
-                    .reply(ino.0, fh, backing.as_deref(), !hard_linked, reply)
+            match self.view.open_with(ino.0, flags.0) {
+                // Content changes only through this mount, which the kernel sees (writes go
+                // through its page cache, or straight to the backing file): cached handles may
+                // keep pages across opens, unless the file has other names (hard links), which
+                // are other inodes to the kernel with page caches of their own.
+                Ok(fh) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let local = self.view.backing_file(fh);
+                    let hard_linked = local
+                        .as_ref()
+                        .and_then(|f| f.metadata().ok())
+                        .is_some_and(|m| m.nlink() > 1);
+                    let backing = local.filter(|_| self.passthrough.negotiated());
+                    self.passthrough
+                        .reply(ino.0, fh, backing.as_deref(), !hard_linked, reply)
+                }
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn read(
@@ -225,10 +245,10 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.view.read(ino.0, fh.0, offset, size.min(MAX_IO)) {
+        guarded("read", || match self.view.read(ino.0, fh.0, offset, size.min(MAX_IO)) {
             Ok(data) => reply.data(data.as_ref()),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn release(
@@ -241,125 +261,143 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.passthrough.release(fh.0);
-        self.view.release(fh.0);
-        reply.ok();
+        guarded("release", || {
+            self.passthrough.release(fh.0);
+            self.view.release(fh.0);
+            reply.ok();
+        });
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        // Nothing to flush, ever: ENOSYS makes the kernel stop sending FLUSH on every close.
-        reply.error(Errno::ENOSYS);
+        guarded("flush", || {
+            // Nothing to flush, ever: ENOSYS makes the kernel stop sending FLUSH on every close.
+            reply.error(Errno::ENOSYS);
+        });
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        Self::reply_empty(self.view.fsync(ino.0, fh.0, datasync), reply)
+        guarded("fsync", || {
+            Self::reply_empty(self.view.fsync(ino.0, fh.0, datasync), reply)
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.read_only && self.view.every_folder_immutable() {
-            // Zero-message folder opens: the kernel's default for them is KEEP_CACHE plus
-            // CACHE_DIR, right for a tree that never changes; a `find` over a listed tree
-            // then costs no request at all.
-            return reply.error(Errno::ENOSYS);
-        }
-        let immutable = match self.view.getattr(ino.0) {
-            Ok(a) if a.kind != NodeKind::Dir => return reply.error(Errno::ENOTDIR),
-            Ok(a) => a.immutable,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        match self.view.opendir(ino.0) {
-            Ok(fh) => {
-                let flags = if immutable {
-                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FileHandle(fh), flags)
+        guarded("opendir", || {
+            if self.read_only && self.view.every_folder_immutable() {
+                // Zero-message folder opens: the kernel's default for them is KEEP_CACHE plus
+                // CACHE_DIR, right for a tree that never changes; a `find` over a listed tree
+                // then costs no request at all.
+                return reply.error(Errno::ENOSYS);
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+            let immutable = match self.view.getattr(ino.0) {
+                Ok(a) if a.kind != NodeKind::Dir => return reply.error(Errno::ENOTDIR),
+                Ok(a) => a.immutable,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            match self.view.opendir(ino.0) {
+                Ok(fh) => {
+                    let flags = if immutable {
+                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), flags)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let entries = match self.view.readdir(ino.0, fh.0, offset) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        for e in entries {
-            let kind = match e.kind {
-                NodeKind::Dir => FileType::Directory,
-                NodeKind::File => FileType::RegularFile,
-                NodeKind::Symlink => FileType::Symlink,
+        guarded("readdir", || {
+            let entries = match self.view.readdir(ino.0, fh.0, offset) {
+                Ok(entries) => entries,
+                Err(e) => return reply.error(errno(&e)),
             };
-            if reply.add(INodeNo(e.ino), e.offset, kind, &e.name) {
-                break;
+            for e in entries {
+                let kind = match e.kind {
+                    NodeKind::Dir => FileType::Directory,
+                    NodeKind::File => FileType::RegularFile,
+                    NodeKind::Symlink => FileType::Symlink,
+                };
+                if reply.add(INodeNo(e.ino), e.offset, kind, &e.name) {
+                    break;
+                }
             }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let entries = match self.view.readdir_plus(ino.0, fh.0, offset, READDIRPLUS_PAGE) {
-            Ok(entries) => entries,
-            Err(e) => return reply.error(errno(&e)),
-        };
-        let mut full = false;
-        for (e, a) in entries {
-            full = full
-                || reply.add(
-                    INodeNo(e.ino),
-                    e.offset,
-                    &e.name,
-                    &ttl(&a),
-                    &self.file_attr(&a),
-                    Generation(0),
-                );
-            if full && e.name != "." && e.name != ".." {
-                // Not sent: give back the reference the view counted for it.
-                self.view.forget(e.ino, 1);
+        guarded("readdirplus", || {
+            let entries = match self.view.readdir_plus(ino.0, fh.0, offset, READDIRPLUS_PAGE) {
+                Ok(entries) => entries,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let mut full = false;
+            for (e, a) in entries {
+                full = full
+                    || reply.add(
+                        INodeNo(e.ino),
+                        e.offset,
+                        &e.name,
+                        &ttl(&a),
+                        &self.file_attr(&a),
+                        Generation(0),
+                    );
+                if full && e.name != "." && e.name != ".." {
+                    // Not sent: give back the reference the view counted for it.
+                    self.view.forget(e.ino, 1);
+                }
             }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.view.releasedir(fh.0);
-        reply.ok();
+        guarded("releasedir", || {
+            self.view.releasedir(fh.0);
+            reply.ok();
+        });
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        if self.read_only {
-            return reply.ok();
-        }
-        Self::reply_empty(self.view.fsyncdir(ino.0), reply)
+        guarded("fsyncdir", || {
+            if self.read_only {
+                return reply.ok();
+            }
+            Self::reply_empty(self.view.fsyncdir(ino.0), reply)
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        const BSIZE: u64 = 4096;
-        match self.view.statfs() {
-            Ok(s) => reply.statfs(
-                (s.bytes + s.free_bytes).div_ceil(BSIZE),
-                s.free_bytes / BSIZE,
-                s.free_bytes / BSIZE,
-                s.files,
-                0,
-                BSIZE as u32,
-                255,
-                BSIZE as u32,
-            ),
-            Err(e) => reply.error(errno(&e)),
-        }
+        guarded("statfs", || {
+            const BSIZE: u64 = 4096;
+            match self.view.statfs() {
+                Ok(s) => reply.statfs(
+                    (s.bytes + s.free_bytes).div_ceil(BSIZE),
+                    s.free_bytes / BSIZE,
+                    s.free_bytes / BSIZE,
+                    s.files,
+                    0,
+                    BSIZE as u32,
+                    255,
+                    BSIZE as u32,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.view.getxattr(ino.0, name) {
+        guarded("getxattr", || match self.view.getxattr(ino.0, name) {
             Ok(value) => reply_xattr(&value, size, reply),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.view.listxattr(ino.0) {
+        guarded("listxattr", || match self.view.listxattr(ino.0) {
             Ok(names) => {
                 let mut list = Vec::new();
                 for n in names {
@@ -369,17 +407,19 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
                 reply_xattr(&list, size, reply)
             }
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) && (self.read_only || !self.view.writable(ino.0)) {
-            return reply.error(Errno::EROFS);
-        }
-        match self.view.getattr(ino.0) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        guarded("access", || {
+            if mask.contains(AccessFlags::W_OK) && (self.read_only || !self.view.writable(ino.0)) {
+                return reply.error(Errno::EROFS);
+            }
+            match self.view.getattr(ino.0) {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     // ---- write-type operations: EROFS on a read-only mount, else the view's answer ------
@@ -402,54 +442,66 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        let changes = SetAttr {
-            mode: mode.map(|m| m & 0o7777),
-            uid,
-            gid,
-            size,
-            atime: set_time(atime),
-            mtime: set_time(mtime),
-        };
-        match self.view.setattr(ino.0, fh.map(|f| f.0), &changes) {
-            Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        guarded("setattr", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            let changes = SetAttr {
+                mode: mode.map(|m| m & 0o7777),
+                uid,
+                gid,
+                size,
+                atime: set_time(atime),
+                mtime: set_time(mtime),
+            };
+            match self.view.setattr(ino.0, fh.map(|f| f.0), &changes) {
+                Ok(a) => reply.attr(&ttl(&a), &self.file_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn mknod(&self, _req: &Request, parent: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
-        reply.error(self.unsupported(parent.0));
+        guarded("mknod", || {
+            reply.error(self.unsupported(parent.0));
+        });
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        // The kernel has applied the umask already (no FUSE_DONT_MASK).
-        self.reply_entry(self.view.mkdir(parent.0, name, mode & 0o7777), reply)
+        guarded("mkdir", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            // The kernel has applied the umask already (no FUSE_DONT_MASK).
+            self.reply_entry(self.view.mkdir(parent.0, name, mode & 0o7777), reply)
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        Self::reply_empty(self.view.unlink(parent.0, name), reply)
+        guarded("unlink", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            Self::reply_empty(self.view.unlink(parent.0, name), reply)
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        Self::reply_empty(self.view.rmdir(parent.0, name), reply)
+        guarded("rmdir", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            Self::reply_empty(self.view.rmdir(parent.0, name), reply)
+        });
     }
 
     fn symlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        self.reply_entry(self.view.symlink(parent.0, name, target), reply)
+        guarded("symlink", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            self.reply_entry(self.view.symlink(parent.0, name, target), reply)
+        });
     }
 
     fn rename(
@@ -462,20 +514,24 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        Self::reply_empty(
-            self.view.rename(parent.0, name, new_parent.0, new_name, flags.bits()),
-            reply,
-        )
+        guarded("rename", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            Self::reply_empty(
+                self.view.rename(parent.0, name, new_parent.0, new_name, flags.bits()),
+                reply,
+            )
+        });
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, new_parent: INodeNo, new_name: &OsStr, reply: ReplyEntry) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        self.reply_entry(self.view.link(ino.0, new_parent.0, new_name), reply)
+        guarded("link", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            self.reply_entry(self.view.link(ino.0, new_parent.0, new_name), reply)
+        });
     }
 
     fn write(
@@ -490,13 +546,15 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        match self.view.write(ino.0, fh.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(&e)),
-        }
+        guarded("write", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            match self.view.write(ino.0, fh.0, offset, data) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn create(
@@ -509,29 +567,35 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        match self.view.create(parent.0, name, mode & 0o7777, flags) {
-            Ok((a, fh)) => {
-                let backing = self.passthrough_file(fh);
-                let created = Created {
-                    reply,
-                    ttl: ttl(&a),
-                    attr: self.file_attr(&a),
-                };
-                self.passthrough.reply(a.ino, fh, backing.as_deref(), true, created)
+        guarded("create", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
             }
-            Err(e) => reply.error(errno(&e)),
-        }
+            match self.view.create(parent.0, name, mode & 0o7777, flags) {
+                Ok((a, fh)) => {
+                    let backing = self.passthrough_file(fh);
+                    let created = Created {
+                        reply,
+                        ttl: ttl(&a),
+                        attr: self.file_attr(&a),
+                    };
+                    self.passthrough.reply(a.ino, fh, backing.as_deref(), true, created)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn setxattr(&self, _req: &Request, ino: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
-        reply.error(self.unsupported(ino.0));
+        guarded("setxattr", || {
+            reply.error(self.unsupported(ino.0));
+        });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.unsupported(ino.0));
+        guarded("removexattr", || {
+            reply.error(self.unsupported(ino.0));
+        });
     }
 
     fn fallocate(
@@ -544,10 +608,12 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        if self.read_only {
-            return reply.error(Errno::EROFS);
-        }
-        Self::reply_empty(self.view.fallocate(ino.0, fh.0, offset, length, mode), reply)
+        guarded("fallocate", || {
+            if self.read_only {
+                return reply.error(Errno::EROFS);
+            }
+            Self::reply_empty(self.view.fallocate(ino.0, fh.0, offset, length, mode), reply)
+        });
     }
 
     fn copy_file_range(
@@ -563,8 +629,10 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        // ENOSYS on a writable mount: the kernel then copies through read and write.
-        reply.error(if self.read_only { Errno::EROFS } else { Errno::ENOSYS });
+        guarded("copy_file_range", || {
+            // ENOSYS on a writable mount: the kernel then copies through read and write.
+            reply.error(if self.read_only { Errno::EROFS } else { Errno::ENOSYS });
+        });
     }
 }
 

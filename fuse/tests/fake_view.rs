@@ -10,7 +10,8 @@ use dsvault_fuse::{
     Attr, DirEntry, Mount, MountOptions, NodeKind, ReadOnlyView, StatFs, ViewError, ViewResult, WritableView,
 };
 
-/// `/hello.txt` (readable), `/broken.bin` (damaged: EIO on read).
+/// `/hello.txt` (readable), `/broken.bin` (damaged: EIO on read); looking up `/bug` panics
+/// (a bug in a view).
 struct Fake;
 
 const HELLO: &[u8] = b"hello from a fake view\n";
@@ -39,6 +40,7 @@ impl ReadOnlyView for Fake {
         match (parent, name.to_str()) {
             (1, Some("hello.txt")) => attr(2),
             (1, Some("broken.bin")) => attr(3),
+            (1, Some("bug")) => panic!("a bug in the view"),
             _ => Err(ViewError::NotFound),
         }
     }
@@ -149,6 +151,11 @@ fn a_fake_view_mounts_reads_and_refuses_writes() {
         let code = |r: std::io::Result<_>| r.err().and_then(|e: std::io::Error| e.raw_os_error());
         assert_eq!(code(fs::read(mp.join("broken.bin")).map(|_| ())), Some(libc::EIO));
         assert_eq!(code(fs::metadata(mp.join("missing")).map(|_| ())), Some(libc::ENOENT));
+        // A panic in a request's handler answers that request EIO; the mount serves on.
+        for _ in 0..3 {
+            assert_eq!(code(fs::metadata(mp.join("bug")).map(|_| ())), Some(libc::EIO));
+        }
+        assert_eq!(fs::read(mp.join("hello.txt")).unwrap(), HELLO);
         assert_eq!(code(fs::File::create(mp.join("new")).map(|_| ())), Some(libc::EROFS));
         assert_eq!(code(fs::remove_file(mp.join("hello.txt"))), Some(libc::EROFS));
         assert_eq!(
