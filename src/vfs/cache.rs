@@ -9,7 +9,8 @@
 //! may come in either order), is *wanted*: it is pushed out only when nothing else can go. Chunks fetched ahead may hold at most [`AHEAD_SHARE`] of
 //! the cache, so that many sequential readers at once get a shorter lead each instead of
 //! pushing each other's chunks out before they are read (and loading them twice). A mark
-//! left by a reader that stopped reading lapses after [`STALE_TICKS`] cache operations.
+//! left by a reader that stopped reading (`head`) lapses once two cache-fulls of chunks have
+//! been loaded since (chunks fetched ahead wait for at most about the budget's worth).
 //! Never: reads packs itself; the caller passes the loader.
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,11 +30,6 @@ pub type LoadResult = std::result::Result<ChunkBytes, Arc<Error>>;
 /// Share of the capacity (numerator, denominator) that wanted chunks may reach before no
 /// more are fetched ahead.
 pub const AHEAD_SHARE: (u64, u64) = (3, 4);
-
-/// Cache operations after which a wanted mark lapses (its reader has stopped or jumped).
-/// Far more than a fetched-ahead chunk waits: wanted chunks fill at most the budget, which
-/// readers go through in a few dozen operations.
-pub const STALE_TICKS: u64 = 512;
 
 /// The chunk cache.
 pub struct ChunkCache {
@@ -60,14 +56,17 @@ struct Wanted {
     len: u64,
     /// Bytes of it served to readers so far.
     served: u64,
-    /// The tick it was last marked or read at.
+    /// [`Lru::loaded`] when it was last marked or read.
     since: u64,
 }
 
 #[derive(Default)]
 struct Lru {
+    capacity: u64,
     bytes: u64,
-    /// Advances with every lookup and insertion.
+    /// Bytes loaded into the cache so far: the clock wanted marks lapse by.
+    loaded: u64,
+    /// Advances with every lookup and insertion (recency order).
     tick: u64,
     map: HashMap<ChunkId, (ChunkBytes, u64)>,
     order: BTreeMap<u64, ChunkId>,
@@ -77,7 +76,7 @@ struct Lru {
 
 impl Lru {
     fn want(&mut self, id: ChunkId, len: u64) {
-        let since = self.tick;
+        let since = self.loaded;
         if self.wanted.contains_key(&id) {
             return;
         }
@@ -91,8 +90,9 @@ impl Lru {
         }
     }
 
+    /// Two cache-fulls of chunks loaded since the mark: its reader has moved on.
     fn is_stale(&self, w: &Wanted) -> bool {
-        self.tick.saturating_sub(w.since) >= STALE_TICKS
+        self.loaded - w.since > 2 * self.capacity
     }
 
     /// Still wanted, by a reader that is still reading?
@@ -113,7 +113,8 @@ impl Lru {
     }
 
     fn reserve_ahead(&mut self, id: ChunkId, len: u64, budget: u64) -> Ahead {
-        if self.map.contains_key(&id) || self.wanted.contains_key(&id) {
+        // A chunk larger than the cache would not be kept: its reader loads it.
+        if self.map.contains_key(&id) || self.wanted.contains_key(&id) || len > self.capacity {
             return Ahead::NotNeeded;
         }
         if self.wanted_bytes > 0 && self.wanted_bytes + len > budget {
@@ -144,29 +145,30 @@ impl Lru {
             return;
         }
         self.want(id, len);
-        let tick = self.tick;
+        let now = self.loaded;
         let w = self.wanted.get_mut(&id).expect("just marked");
         w.served = w.served.saturating_add(served);
-        w.since = tick;
+        w.since = now;
         if w.served >= w.len {
             self.unwant(&id);
         }
     }
 
-    fn insert(&mut self, id: ChunkId, bytes: ChunkBytes, capacity: u64) {
+    fn insert(&mut self, id: ChunkId, bytes: ChunkBytes) {
         if self.map.contains_key(&id) {
             return;
         }
-        if bytes.len() as u64 > capacity {
+        if bytes.len() as u64 > self.capacity {
             self.unwant(&id);
             return;
         }
         self.tick += 1;
         self.bytes += bytes.len() as u64;
+        self.loaded += bytes.len() as u64;
         self.map.insert(id, (bytes, self.tick));
         self.order.insert(self.tick, id);
-        while self.bytes > capacity {
-            let Some((tick, victim)) = self.victim() else {
+        while self.bytes > self.capacity {
+            let Some((tick, victim)) = self.victim(&id) else {
                 break;
             };
             self.order.remove(&tick);
@@ -177,9 +179,10 @@ impl Lru {
         }
     }
 
-    /// The least recently used chunk no reader still wants, else the least recently used.
-    fn victim(&self) -> Option<(u64, ChunkId)> {
-        let unwanted = self.order.iter().find(|(_, id)| !self.is_protected(id));
+    /// The least recently used chunk no reader still wants, other than `new` (just loaded
+    /// for a reader that has not noted its read yet); else the least recently used.
+    fn victim(&self, new: &ChunkId) -> Option<(u64, ChunkId)> {
+        let unwanted = (self.order.iter()).find(|(_, id)| *id != new && !self.is_protected(id));
         unwanted.or_else(|| self.order.iter().next()).map(|(&t, &id)| (t, id))
     }
 }
@@ -189,7 +192,10 @@ impl ChunkCache {
     pub fn new(capacity: u64) -> Self {
         ChunkCache {
             capacity,
-            lru: Mutex::new(Lru::default()),
+            lru: Mutex::new(Lru {
+                capacity,
+                ..Lru::default()
+            }),
             loading: Mutex::new(HashMap::new()),
         }
     }
@@ -291,10 +297,7 @@ impl ChunkCache {
                 // Cached before the threads waiting for it see it, so that what they note
                 // about their reads applies to the cached chunk.
                 if let Ok(bytes) = &loaded {
-                    self.lru
-                        .lock()
-                        .expect("cache lock")
-                        .insert(id, bytes.clone(), self.capacity);
+                    self.lru.lock().expect("cache lock").insert(id, bytes.clone());
                 }
                 loaded
             })
@@ -371,7 +374,7 @@ mod tests {
         fetch_ahead(&cache, 1, 10);
         fetch_ahead(&cache, 2, 10);
         // A reader goes through other chunks; the two fetched ahead are not pushed out.
-        for n in 10..20 {
+        for n in 10..15 {
             cache.get_or_load(id(n), 10, || Ok(vec![n; 10])).unwrap();
         }
         assert!(cache.contains(&id(1)) && cache.contains(&id(2)));
@@ -427,15 +430,35 @@ mod tests {
             fetch_ahead(&cache, n, 10);
         }
         assert_eq!(cache.reserve_ahead(id(4), 10), Ahead::Full);
-        for _ in 0..STALE_TICKS {
-            cache.get_or_load(id(20), 10, || Ok(vec![0; 10])).unwrap();
+        // Lookups alone do not age marks; chunks loaded do, a cache-full of them.
+        for _ in 0..1000 {
+            cache.get_or_load(id(1), 0, || panic!("cached")).unwrap();
         }
-        assert_eq!(cache.reserve_ahead(id(4), 10), Ahead::Reserved);
-        // Stale marks no longer protect: new chunks push them out.
-        for n in 30..34 {
+        assert_eq!(cache.reserve_ahead(id(4), 10), Ahead::Full);
+        for n in 30..40 {
             cache.get_or_load(id(n), 10, || Ok(vec![n; 10])).unwrap();
         }
-        assert!(!cache.contains(&id(1)));
+        assert_eq!(cache.reserve_ahead(id(4), 10), Ahead::Reserved);
+        // Stale marks no longer protect: the new chunks pushed them out.
+        assert!(!cache.contains(&id(2)) && !cache.contains(&id(3)));
+    }
+
+    #[test]
+    fn a_chunk_just_loaded_is_not_its_own_victim() {
+        let cache = ChunkCache::new(30);
+        for n in 1..=3 {
+            cache.get_or_load(id(n), 5, || Ok(vec![n; 10])).unwrap();
+        }
+        // Everything cached is wanted (read in part); the next chunk pushes out the oldest.
+        cache.get_or_load(id(4), 5, || Ok(vec![4; 10])).unwrap();
+        assert!(cache.contains(&id(4)) && !cache.contains(&id(1)));
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_cache_is_not_fetched_ahead() {
+        let cache = ChunkCache::new(40);
+        assert_eq!(cache.reserve_ahead(id(1), 41), Ahead::NotNeeded);
+        assert_eq!(cache.wanted_bytes(), 0);
     }
 
     #[test]
