@@ -48,17 +48,22 @@ pub(crate) struct ViewFs<V> {
 }
 
 /// Run one request's handler; a panic in it (a bug) is logged and the request answered EIO
-/// (fuser sends EIO for a reply dropped unsent), instead of ending the whole mount. Locks the
-/// panic left poisoned keep failing their later requests the same way, each with a log line.
+/// (fuser sends EIO for a reply dropped unsent), instead of ending the whole mount. A panic
+/// over a lock an earlier panic left poisoned still ends the mount: the state behind that
+/// lock may be half updated, and a mount that fails every read while `ls` works is worse
+/// than one that stops (its `dsvault mount` exits non-zero, and a supervisor restarts it).
 fn guarded(op: &str, handle: impl FnOnce()) {
-    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)) {
-        let what = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
-        tracing::error!("internal error in {op}, answered EIO (please report this): {what}");
+    let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)) else {
+        return;
+    };
+    let what = (panic.downcast_ref::<&str>().copied())
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    if what.contains("PoisonError") {
+        tracing::error!("internal error in {op} over state an earlier error left broken; ending the mount: {what}");
+        std::panic::resume_unwind(panic);
     }
+    tracing::error!("internal error in {op}, answered EIO (please report this): {what}");
 }
 
 fn errno(e: &ViewError) -> Errno {

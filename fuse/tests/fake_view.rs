@@ -11,10 +11,13 @@ use dsvault_fuse::{
 };
 
 /// `/hello.txt` (readable), `/broken.bin` (damaged: EIO on read); looking up `/bug` panics
-/// (a bug in a view).
+/// (a bug in a view), `/poison` panics holding [`STATE`], and `/after-poison` then needs it.
 struct Fake;
 
 const HELLO: &[u8] = b"hello from a fake view\n";
+
+/// Shared state of the fake view, for a panic to poison.
+static STATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn attr(ino: u64) -> ViewResult<Attr> {
     let (kind, size, perm) = match ino {
@@ -41,6 +44,14 @@ impl ReadOnlyView for Fake {
             (1, Some("hello.txt")) => attr(2),
             (1, Some("broken.bin")) => attr(3),
             (1, Some("bug")) => panic!("a bug in the view"),
+            (1, Some("poison")) => {
+                let _held = STATE.lock().unwrap();
+                panic!("a bug while updating shared state")
+            }
+            (1, Some("after-poison")) => {
+                let _held = STATE.lock().expect("state lock");
+                attr(2)
+            }
             _ => Err(ViewError::NotFound),
         }
     }
@@ -171,4 +182,42 @@ fn a_fake_view_mounts_reads_and_refuses_writes() {
     unmounter.unmount().unwrap();
     server.join().unwrap().unwrap();
     result.unwrap();
+}
+
+#[test]
+fn a_panic_over_a_poisoned_lock_ends_the_mount() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: needs root and /dev/fuse");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mp = dir.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let mut mount = Mount::new(Fake, &mp, &MountOptions::default()).unwrap();
+    let mut unmounter = mount.unmounter();
+    let server = std::thread::spawn(move || mount.run());
+
+    let code = |r: std::io::Result<fs::Metadata>| r.err().and_then(|e| e.raw_os_error());
+    let poisoned = code(fs::metadata(mp.join("poison")));
+    let after = code(fs::metadata(mp.join("after-poison")));
+    // The mount ends by itself; make sure it is gone even if it did not.
+    let ended = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        server.is_finished()
+    });
+    if !ended {
+        let _ = unmounter.unmount();
+    }
+    let served = server.join().unwrap();
+    if fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .contains(mp.to_str().unwrap())
+    {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&mp).status();
+    }
+    assert_eq!(poisoned, Some(libc::EIO), "the first panic is answered EIO");
+    assert!(after.is_some(), "the request over the poisoned lock fails");
+    assert!(ended, "the mount ends after a panic over a poisoned lock");
+    assert!(served.is_err(), "and says so: {served:?}");
 }
