@@ -6,6 +6,8 @@
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -15,6 +17,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::mount::Unmounter;
 use crate::passthrough::{Created, Passthrough};
 use crate::{Attr, NodeKind, SetAttr, SetTime, ViewError, WritableView};
 
@@ -45,25 +48,47 @@ pub(crate) struct ViewFs<V> {
     pub read_only: bool,
     /// Handles backed by a local file, opened in FUSE passthrough mode when possible.
     pub passthrough: Passthrough,
+    /// Ends the mount when a panic left shared state broken.
+    pub breaker: Arc<Breaker>,
 }
 
-/// Run one request's handler; a panic in it (a bug) is logged and the request answered EIO
-/// (fuser sends EIO for a reply dropped unsent), instead of ending the whole mount. A panic
-/// over a lock an earlier panic left poisoned still ends the mount: the state behind that
-/// lock may be half updated, and a mount that fails every read while `ls` works is worse
-/// than one that stops (its `dsvault mount` exits non-zero, and a supervisor restarts it).
-fn guarded(op: &str, handle: impl FnOnce()) {
-    let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)) else {
-        return;
-    };
-    let what = (panic.downcast_ref::<&str>().copied())
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)");
-    if what.contains("PoisonError") {
-        tracing::error!("internal error in {op} over state an earlier error left broken; ending the mount: {what}");
-        std::panic::resume_unwind(panic);
+/// Ends a mount from inside a request handler, when a request finds shared state an earlier
+/// panic left broken; [`crate::Mount::run`] then reports the mount as failed.
+#[derive(Default)]
+pub(crate) struct Breaker {
+    broken: AtomicBool,
+    unmounter: Mutex<Option<Unmounter>>,
+}
+
+impl Breaker {
+    pub fn arm(&self, unmounter: Unmounter) {
+        *self.unmounter.lock().unwrap_or_else(PoisonError::into_inner) = Some(unmounter);
     }
-    tracing::error!("internal error in {op}, answered EIO (please report this): {what}");
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
+    /// Unmount (from another thread: this one is answering a request), once.
+    fn trip(&self) {
+        if self.broken.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let unmounter = self.unmounter.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut unmounter) = unmounter {
+            std::thread::spawn(move || {
+                if let Err(e) = unmounter.unmount() {
+                    tracing::error!("could not unmount after an internal error: {e}");
+                }
+            });
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    (panic.downcast_ref::<&str>().copied())
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 fn errno(e: &ViewError) -> Errno {
@@ -79,6 +104,24 @@ fn ttl(attr: &Attr) -> Duration {
 }
 
 impl<V: WritableView> ViewFs<V> {
+    /// Run one request's handler; a panic in it (a bug) is logged and the request answered
+    /// EIO (fuser sends EIO for a reply dropped unsent), instead of ending the whole mount.
+    /// A panic over a lock an earlier panic poisoned ends the mount instead: the state behind
+    /// that lock may be half updated, and a mount that fails every read while `ls` works is
+    /// worse than one that stops (`dsvault mount` exits non-zero; a supervisor restarts it).
+    fn guarded(&self, op: &str, handle: impl FnOnce()) {
+        let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(handle)) else {
+            return;
+        };
+        let what = panic_message(panic.as_ref());
+        if what.contains("PoisonError") {
+            tracing::error!("internal error in {op} over state an earlier error left broken; ending the mount: {what}");
+            self.breaker.trip();
+        } else {
+            tracing::error!("internal error in {op}, answered EIO (please report this): {what}");
+        }
+    }
+
     fn file_attr(&self, a: &Attr) -> FileAttr {
         let kind = match a.kind {
             NodeKind::Dir => FileType::Directory,
@@ -179,17 +222,17 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", || self.reply_entry(self.view.lookup(parent.0, name), reply));
+        self.guarded("lookup", || self.reply_entry(self.view.lookup(parent.0, name), reply));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        guarded("forget", || {
+        self.guarded("forget", || {
             self.view.forget(ino.0, nlookup);
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || {
+        self.guarded("getattr", || {
             let result = match fh {
                 Some(fh) if !self.read_only => self.view.getattr_open(ino.0, fh.0),
                 _ => self.view.getattr(ino.0),
@@ -202,14 +245,14 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        guarded("readlink", || match self.view.readlink(ino.0) {
+        self.guarded("readlink", || match self.view.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", || {
+        self.guarded("open", || {
             if self.read_only {
                 if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
                     return reply.error(Errno::EROFS);
@@ -250,7 +293,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        guarded("read", || match self.view.read(ino.0, fh.0, offset, size.min(MAX_IO)) {
+        self.guarded("read", || match self.view.read(ino.0, fh.0, offset, size.min(MAX_IO)) {
             Ok(data) => reply.data(data.as_ref()),
             Err(e) => reply.error(errno(&e)),
         });
@@ -266,7 +309,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("release", || {
+        self.guarded("release", || {
             self.passthrough.release(fh.0);
             self.view.release(fh.0);
             reply.ok();
@@ -274,20 +317,20 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        guarded("flush", || {
+        self.guarded("flush", || {
             // Nothing to flush, ever: ENOSYS makes the kernel stop sending FLUSH on every close.
             reply.error(Errno::ENOSYS);
         });
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        guarded("fsync", || {
+        self.guarded("fsync", || {
             Self::reply_empty(self.view.fsync(ino.0, fh.0, datasync), reply)
         });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guarded("opendir", || {
+        self.guarded("opendir", || {
             if self.read_only && self.view.every_folder_immutable() {
                 // Zero-message folder opens: the kernel's default for them is KEEP_CACHE plus
                 // CACHE_DIR, right for a tree that never changes; a `find` over a listed tree
@@ -314,7 +357,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        guarded("readdir", || {
+        self.guarded("readdir", || {
             let entries = match self.view.readdir(ino.0, fh.0, offset) {
                 Ok(entries) => entries,
                 Err(e) => return reply.error(errno(&e)),
@@ -334,7 +377,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        guarded("readdirplus", || {
+        self.guarded("readdirplus", || {
             let entries = match self.view.readdir_plus(ino.0, fh.0, offset, READDIRPLUS_PAGE) {
                 Ok(entries) => entries,
                 Err(e) => return reply.error(errno(&e)),
@@ -360,14 +403,14 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        guarded("releasedir", || {
+        self.guarded("releasedir", || {
             self.view.releasedir(fh.0);
             reply.ok();
         });
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        guarded("fsyncdir", || {
+        self.guarded("fsyncdir", || {
             if self.read_only {
                 return reply.ok();
             }
@@ -376,7 +419,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", || {
+        self.guarded("statfs", || {
             const BSIZE: u64 = 4096;
             match self.view.statfs() {
                 Ok(s) => reply.statfs(
@@ -395,14 +438,14 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        guarded("getxattr", || match self.view.getxattr(ino.0, name) {
+        self.guarded("getxattr", || match self.view.getxattr(ino.0, name) {
             Ok(value) => reply_xattr(&value, size, reply),
             Err(e) => reply.error(errno(&e)),
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guarded("listxattr", || match self.view.listxattr(ino.0) {
+        self.guarded("listxattr", || match self.view.listxattr(ino.0) {
             Ok(names) => {
                 let mut list = Vec::new();
                 for n in names {
@@ -416,7 +459,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        guarded("access", || {
+        self.guarded("access", || {
             if mask.contains(AccessFlags::W_OK) && (self.read_only || !self.view.writable(ino.0)) {
                 return reply.error(Errno::EROFS);
             }
@@ -447,7 +490,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        guarded("setattr", || {
+        self.guarded("setattr", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -467,13 +510,13 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn mknod(&self, _req: &Request, parent: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
-        guarded("mknod", || {
+        self.guarded("mknod", || {
             reply.error(self.unsupported(parent.0));
         });
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        guarded("mkdir", || {
+        self.guarded("mkdir", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -483,7 +526,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", || {
+        self.guarded("unlink", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -492,7 +535,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", || {
+        self.guarded("rmdir", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -501,7 +544,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn symlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
-        guarded("symlink", || {
+        self.guarded("symlink", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -519,7 +562,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        guarded("rename", || {
+        self.guarded("rename", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -531,7 +574,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, new_parent: INodeNo, new_name: &OsStr, reply: ReplyEntry) {
-        guarded("link", || {
+        self.guarded("link", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -551,7 +594,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        guarded("write", || {
+        self.guarded("write", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -572,7 +615,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        guarded("create", || {
+        self.guarded("create", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -592,13 +635,13 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn setxattr(&self, _req: &Request, ino: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
-        guarded("setxattr", || {
+        self.guarded("setxattr", || {
             reply.error(self.unsupported(ino.0));
         });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        guarded("removexattr", || {
+        self.guarded("removexattr", || {
             reply.error(self.unsupported(ino.0));
         });
     }
@@ -613,7 +656,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        guarded("fallocate", || {
+        self.guarded("fallocate", || {
             if self.read_only {
                 return reply.error(Errno::EROFS);
             }
@@ -634,7 +677,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        guarded("copy_file_range", || {
+        self.guarded("copy_file_range", || {
             // ENOSYS on a writable mount: the kernel then copies through read and write.
             reply.error(if self.read_only { Errno::EROFS } else { Errno::ENOSYS });
         });

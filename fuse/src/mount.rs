@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 
-use crate::fs::ViewFs;
+use crate::fs::{Breaker, ViewFs};
 use crate::WritableView;
 
 /// How to mount.
@@ -68,6 +68,7 @@ impl MountOptions {
 pub struct Mount<V: WritableView> {
     session: Session<ViewFs<V>>,
     mountpoint: PathBuf,
+    breaker: std::sync::Arc<Breaker>,
 }
 
 impl<V: WritableView> Mount<V> {
@@ -81,17 +82,23 @@ impl<V: WritableView> Mount<V> {
             gid,
             read_only: options.read_only,
             passthrough: Default::default(),
+            breaker: Default::default(),
         };
+        let breaker = fs.breaker.clone();
         let session = Session::new(fs, mountpoint, &options.config())?;
         if let Some(kb) = options.read_ahead_kb {
             if let Err(e) = bdi_read_ahead(mountpoint, kb) {
                 tracing::debug!("could not set readahead of {}: {e}", mountpoint.display());
             }
         }
-        Ok(Mount {
+        let mut mount = Mount {
             session,
             mountpoint: mountpoint.to_path_buf(),
-        })
+            breaker,
+        };
+        let unmounter = mount.unmounter();
+        mount.breaker.arm(unmounter);
+        Ok(mount)
     }
 
     /// Something that unmounts this mount from any thread (which ends [`Mount::run`]).
@@ -103,9 +110,16 @@ impl<V: WritableView> Mount<V> {
     }
 
     /// Serve requests until the filesystem is unmounted (by `umount`, `fusermount3 -u` or an
-    /// [`Unmounter`]).
+    /// [`Unmounter`]); an error if it ended because of an internal error.
     pub fn run(self) -> io::Result<()> {
-        self.session.run()
+        let breaker = self.breaker.clone();
+        self.session.run()?;
+        if breaker.is_broken() {
+            return Err(io::Error::other(
+                "the mount was ended after an internal error left its state broken (see the log above)",
+            ));
+        }
+        Ok(())
     }
 }
 
