@@ -128,27 +128,50 @@ fn errno_mapping_is_the_truth() {
     assert_eq!(ViewError::Os(libc::ENOSPC).errno(), libc::ENOSPC);
 }
 
-#[test]
-fn a_fake_view_mounts_reads_and_refuses_writes() {
+/// The fake view mounted in a fresh temporary folder and served on a thread; `None` (test
+/// skipped) without root or /dev/fuse. The caller unmounts.
+struct Served {
+    _dir: tempfile::TempDir,
+    mp: std::path::PathBuf,
+    unmounter: dsvault_fuse::Unmounter,
+    server: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+fn serve_fake() -> Option<Served> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/fuse").exists() {
         eprintln!("skipped: needs root and /dev/fuse");
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let mp = dir.path().join("mnt");
     fs::create_dir(&mp).unwrap();
-    let mut mount = Mount::new(
-        Fake,
-        &mp,
-        &MountOptions {
-            read_ahead_kb: None,
-            ..MountOptions::default()
-        },
-    )
-    .unwrap();
-    let mut unmounter = mount.unmounter();
+    let options = MountOptions {
+        read_ahead_kb: None,
+        ..MountOptions::default()
+    };
+    let mut mount = Mount::new(Fake, &mp, &options).unwrap();
+    let unmounter = mount.unmounter();
     let server = std::thread::spawn(move || mount.run());
+    Some(Served {
+        _dir: dir,
+        mp,
+        unmounter,
+        server,
+    })
+}
+
+#[test]
+fn a_fake_view_mounts_reads_and_refuses_writes() {
+    let Some(Served {
+        _dir,
+        mp,
+        mut unmounter,
+        server,
+    }) = serve_fake()
+    else {
+        return;
+    };
 
     let result = std::panic::catch_unwind(|| {
         assert_eq!(fs::read(mp.join("hello.txt")).unwrap(), HELLO);
@@ -186,17 +209,15 @@ fn a_fake_view_mounts_reads_and_refuses_writes() {
 
 #[test]
 fn a_panic_over_a_poisoned_lock_ends_the_mount() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: needs root and /dev/fuse");
+    let Some(Served {
+        _dir,
+        mp,
+        mut unmounter,
+        server,
+    }) = serve_fake()
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mp = dir.path().join("mnt");
-    fs::create_dir(&mp).unwrap();
-    let mut mount = Mount::new(Fake, &mp, &MountOptions::default()).unwrap();
-    let mut unmounter = mount.unmounter();
-    let server = std::thread::spawn(move || mount.run());
+    };
 
     let code = |r: std::io::Result<fs::Metadata>| r.err().and_then(|e| e.raw_os_error());
     let poisoned = code(fs::metadata(mp.join("poison")));
