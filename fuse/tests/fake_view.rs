@@ -131,10 +131,16 @@ fn errno_mapping_is_the_truth() {
 /// The fake view mounted in a fresh temporary folder and served on a thread; `None` (test
 /// skipped) without root or /dev/fuse. The caller unmounts.
 struct Served {
+    /// Removed when the test ends.
     _dir: tempfile::TempDir,
     mp: std::path::PathBuf,
     unmounter: dsvault_fuse::Unmounter,
     server: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+/// The errno a call failed with, if it failed.
+fn code<T>(result: std::io::Result<T>) -> Option<i32> {
+    result.err().and_then(|e| e.raw_os_error())
 }
 
 fn serve_fake() -> Option<Served> {
@@ -163,15 +169,10 @@ fn serve_fake() -> Option<Served> {
 
 #[test]
 fn a_fake_view_mounts_reads_and_refuses_writes() {
-    let Some(Served {
-        _dir,
-        mp,
-        mut unmounter,
-        server,
-    }) = serve_fake()
-    else {
+    let Some(mut fake) = serve_fake() else {
         return;
     };
+    let mp = fake.mp.clone();
 
     let result = std::panic::catch_unwind(|| {
         assert_eq!(fs::read(mp.join("hello.txt")).unwrap(), HELLO);
@@ -182,7 +183,6 @@ fn a_fake_view_mounts_reads_and_refuses_writes() {
         let mut names: Vec<_> = fs::read_dir(&mp).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         assert_eq!(names, ["broken.bin", "hello.txt"]);
-        let code = |r: std::io::Result<_>| r.err().and_then(|e: std::io::Error| e.raw_os_error());
         assert_eq!(code(fs::read(mp.join("broken.bin")).map(|_| ())), Some(libc::EIO));
         assert_eq!(code(fs::metadata(mp.join("missing")).map(|_| ())), Some(libc::ENOENT));
         // A panic in a request's handler answers that request EIO; the mount serves on.
@@ -202,35 +202,29 @@ fn a_fake_view_mounts_reads_and_refuses_writes() {
             Some(libc::EROFS)
         );
     });
-    unmounter.unmount().unwrap();
-    server.join().unwrap().unwrap();
+    fake.unmounter.unmount().unwrap();
+    fake.server.join().unwrap().unwrap();
     result.unwrap();
 }
 
 #[test]
 fn a_panic_over_a_poisoned_lock_ends_the_mount() {
-    let Some(Served {
-        _dir,
-        mp,
-        mut unmounter,
-        server,
-    }) = serve_fake()
-    else {
+    let Some(mut fake) = serve_fake() else {
         return;
     };
+    let mp = fake.mp.clone();
 
-    let code = |r: std::io::Result<fs::Metadata>| r.err().and_then(|e| e.raw_os_error());
     let poisoned = code(fs::metadata(mp.join("poison")));
     let after = code(fs::metadata(mp.join("after-poison")));
     // The mount ends by itself; make sure it is gone even if it did not.
     let ended = (0..50).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        server.is_finished()
+        fake.server.is_finished()
     });
     if !ended {
-        let _ = unmounter.unmount();
+        let _ = fake.unmounter.unmount();
     }
-    let served = server.join().unwrap();
+    let served = fake.server.join().unwrap();
     if fs::read_to_string("/proc/mounts")
         .unwrap()
         .contains(mp.to_str().unwrap())
