@@ -118,9 +118,11 @@ impl Lru {
         if self.map.contains_key(&id) || self.wanted.contains_key(&id) || len > self.capacity {
             return Ahead::NotNeeded;
         }
-        if self.wanted_bytes > 0 && self.wanted_bytes + len > budget {
+        // When nothing is wanted the chunk gets room, however large.
+        let over = |lru: &Self| lru.wanted_bytes > 0 && lru.wanted_bytes + len > budget;
+        if over(self) {
             self.drop_stale();
-            if self.wanted_bytes > 0 && self.wanted_bytes + len > budget {
+            if over(self) {
                 return Ahead::Full;
             }
         }
