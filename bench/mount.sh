@@ -218,10 +218,18 @@ for tool in native dsvault squashfuse borg restic; do
 done
 
 # Every repetition runs each tool's passes once, so that a noisy moment of a shared machine
-# hits all tools alike; the report shows each figure's median over the repetitions.
+# hits all tools alike; the report shows each figure's median over the repetitions. Each
+# repetition starts one tool further along the list: the first pass after an idle spell is
+# slow on this kind of VM (the host takes back freed guest memory, and the next pass faults
+# it in again), and rotating spreads that cost over the tools instead of always charging it
+# to the first.
+rotated() { # REP: TOOLS_RUN, starting at index (REP - 1) mod count
+    local n=${#TOOLS_RUN[@]} i
+    for ((i = 0; i < n; i++)); do echo "${TOOLS_RUN[((i + $1 - 1) % n)]}"; done
+}
 declare -A ALL
 for rep in $(seq "$REPEAT"); do
-    for tool in "${TOOLS_RUN[@]}"; do
+    for tool in $(rotated "$rep"); do
         for mode in disk-cold fuse-cold; do
             [[ $tool == native && $mode == fuse-cold ]] && continue
             sync
@@ -257,7 +265,7 @@ report() {
     echo
     echo "Machine: $(nproc) CPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ { print $2 }') GiB RAM, $(df -T "$W" | awk 'NR == 2 { print $2 }') under $W; kernel $(uname -r)."
     echo "Dataset: dsvault-datagen --scale $SCALE --seed $SEED: large files $(awk -v b="$BIG_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }') MiB (4 files), $SMALL_FILES small files ($(awk -v b="$SMALL_BYTES" 'BEGIN { printf "%.0f", b / 1048576 }') MiB)."
-    echo "Commit: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo '+dirty'). Command: bench/mount.sh --scale $SCALE --seed $SEED --repeat $REPEAT (medians of $REPEAT runs)"
+    echo "Commit: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet 2>/dev/null || echo '+dirty'). Command: bench/mount.sh --scale $SCALE --seed $SEED --repeat $REPEAT --tools $TOOLS (medians of $REPEAT runs; tool order rotated each run)"
     echo
     echo "| tool | first pass | large MiB/s | small files/s | find s | 2nd large MiB/s | 2nd small files/s | server peak RSS MiB | server CPU s |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
