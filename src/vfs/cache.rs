@@ -32,6 +32,11 @@ pub type LoadResult = std::result::Result<ChunkBytes, Arc<Error>>;
 /// more are fetched ahead.
 pub const AHEAD_SHARE: (u64, u64) = (3, 4);
 
+/// Chunks looked at, least recently used first, for one that no reader wants. Beyond that
+/// the least recently used goes: a large cache (`--cache-mib`) full of chunks read in part,
+/// as random readers leave it, would otherwise be scanned whole at every insertion.
+const VICTIM_SCAN: usize = 64;
+
 /// The chunk cache.
 pub struct ChunkCache {
     capacity: u64,
@@ -183,9 +188,10 @@ impl Lru {
     }
 
     /// The least recently used chunk no reader still wants, other than `new` (just loaded
-    /// for a reader that has not noted its read yet); else the least recently used.
+    /// for a reader that has not noted its read yet), among the [`VICTIM_SCAN`] least
+    /// recently used; else the least recently used.
     fn victim(&self, new: &ChunkId) -> Option<(u64, ChunkId)> {
-        let unwanted = (self.order.iter()).find(|(_, id)| *id != new && !self.is_protected(id));
+        let unwanted = (self.order.iter().take(VICTIM_SCAN)).find(|(_, id)| *id != new && !self.is_protected(id));
         unwanted.or_else(|| self.order.iter().next()).map(|(&t, &id)| (t, id))
     }
 }
@@ -455,6 +461,27 @@ mod tests {
         // Everything cached is wanted (read in part); the next chunk pushes out the oldest.
         cache.get_or_load(id(4), 5, || Ok(vec![4; 10])).unwrap();
         assert!(cache.contains(&id(4)) && !cache.contains(&id(1)));
+    }
+
+    #[test]
+    fn the_search_for_an_unwanted_victim_is_bounded() {
+        let key = |n: u16| ChunkId::of(&n.to_le_bytes());
+        let partly_read = |cache: &ChunkCache, n: u16| {
+            cache.get_or_load(key(n), 1, || Ok(vec![0; 2])).unwrap();
+        };
+        // Room for VICTIM_SCAN + 2 chunks of 2 bytes.
+        let cache = ChunkCache::new(2 * (VICTIM_SCAN as u64 + 2));
+        for n in 0..=VICTIM_SCAN as u16 {
+            partly_read(&cache, n);
+        }
+        // Read whole, so unwanted, but behind more wanted chunks than the search looks at:
+        // the least recently used go, wanted or not, until it comes within reach.
+        cache.get_or_load(id(1), u64::MAX, || Ok(vec![1; 2])).unwrap();
+        partly_read(&cache, 1000);
+        partly_read(&cache, 1001);
+        assert!(!cache.contains(&key(0)) && !cache.contains(&key(1)) && cache.contains(&id(1)));
+        partly_read(&cache, 1002);
+        assert!(!cache.contains(&id(1)) && cache.contains(&key(2)));
     }
 
     #[test]
