@@ -13,10 +13,31 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::catalog::{BaseRow, Catalog, DatasetRow};
+use crate::catalog::{entries::split_path, BaseRow, Catalog, DatasetRow, Entry, EntryKind};
 use crate::dataset::{validate_component, DatasetRef};
 use crate::error::{Error, Result};
 use crate::vault::Vault;
+
+/// Does one of the bases `later` (their dataset ids: the bases above the one an entry comes
+/// from) have a non-folder at `dir` or one of its ancestors? Such an entry hides everything
+/// below it in the merged view. One rule for what `derive` seals and what the mount shows;
+/// `entry_at(dataset id, path)` looks an entry up in the caller's catalog connection.
+pub(crate) fn replaced_by_later_base(
+    later: impl Iterator<Item = i64> + Clone,
+    dir: &[u8],
+    mut entry_at: impl FnMut(i64, &[u8]) -> Result<Option<Entry>>,
+) -> Result<bool> {
+    let mut at = dir;
+    while !at.is_empty() {
+        for base in later.clone() {
+            if matches!(entry_at(base, at)?, Some(e) if e.kind != EntryKind::Dir) {
+                return Ok(true);
+            }
+        }
+        at = split_path(at).0;
+    }
+    Ok(false)
+}
 
 /// An open workspace.
 #[derive(Debug, Clone)]

@@ -3,7 +3,9 @@
 //! script writing, appending, seeking and mmap-reading files. Each result is compared with
 //! the same tool run on a local folder; the upper layer holds only what changed; the base
 //! stays byte-identical (`verify --read-data`, export). A derive of the workspace exports to
-//! exactly what the mount shows. gc while a workspace is mounted does not break reads.
+//! exactly what the mount shows, over one base or several (a later base replacing a folder
+//! with a file hides what earlier bases have under it). gc while a workspace is mounted does
+//! not break reads.
 //!
 //! Needs root and /dev/fuse (skipped otherwise). Mounts are owned by a guard that unmounts
 //! them even when a test fails.
@@ -325,6 +327,64 @@ fn deletes_leave_whiteouts_and_a_recreated_folder_is_opaque() {
     }
     assert_eq!(m.unmount(), Some(0));
     v.verify_read_data();
+}
+
+#[test]
+fn several_bases_merge_in_the_mount_as_derive_seals_them() {
+    if !can_mount() {
+        return;
+    }
+    let v = TestVault::new();
+    let tmp = v.dir.parent().unwrap().to_path_buf();
+    // a's x/ is replaced by b's file x, which c's folder x/ replaces in turn: nothing of a
+    // under x/ shows, c's x/w does. b also turns a's file f into a folder and overrides o.
+    type Files = &'static [(&'static str, &'static [u8])];
+    let layers: [(&str, Files); 3] = [
+        (
+            "a",
+            &[
+                ("x/y/z", b"a z\n"),
+                ("x/keep", b"a keep\n"),
+                ("f", b"a file\n"),
+                ("o", b"a\n"),
+            ],
+        ),
+        ("b", &[("x", b"b file x\n"), ("f/inner", b"b inner\n"), ("o", b"b\n")]),
+        ("c", &[("x/w", b"c w\n")]),
+    ];
+    for (name, files) in layers {
+        for (path, bytes) in files {
+            write_file(&tmp.join(name), path, bytes);
+        }
+        v.ingest_ok(&tmp.join(name), name, "v1", &[]);
+    }
+    let bases = ["--base", "a@v1", "--base", "b@v1", "--base", "c@v1"];
+    v.run(["workspace", "new", "w"].into_iter().chain(bases)).ok();
+    let m = mount_vault(&v, &tmp.join("mp"));
+    let work = m.mp.join("work/w");
+    let mut listed: Vec<String> = walk_names(&work);
+    listed.sort();
+    assert_eq!(listed, ["f", "f/inner", "o", "x", "x/w"]);
+    assert_eq!(fs::read(work.join("o")).unwrap(), b"b\n");
+    assert!(fs::symlink_metadata(work.join("x/keep")).is_err());
+    v.run(["derive", "w", "--name", "merged", "--version", "v1"]).ok();
+    let exported = tmp.join("exported");
+    v.export_ok("derived/merged@v1", &exported);
+    same_content(&exported, &work);
+    assert_eq!(m.unmount(), Some(0));
+    v.verify_read_data();
+}
+
+/// Paths under `root`, relative, folders included.
+fn walk_names(root: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned()
+        })
+        .collect()
 }
 
 #[test]

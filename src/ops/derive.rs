@@ -19,13 +19,13 @@ use serde::Serialize;
 
 use super::ingest::writer::WriterTotals;
 use super::ingest::{self, FileJob, Msg, PipelineSettings, SkippedFile};
-use crate::catalog::{entries::split_path, Catalog, DatasetRow, Entry, EntryKind, LineageInput, LineageRecord};
+use crate::catalog::{entries::split_path, Catalog, DatasetRow, Entry, LineageInput, LineageRecord};
 use crate::dataset::{DatasetName, Kind};
 use crate::error::{Error, Result};
 use crate::id::RootHash;
 use crate::progress::Progress;
 use crate::vault::Vault;
-use crate::workspace::Workspace;
+use crate::workspace::{replaced_by_later_base, Workspace};
 
 /// The producing command's run, when known (`dsvault run` records it; `derive` alone does not).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -293,14 +293,10 @@ impl Layers {
             if self.whiteouts.contains(at) || self.upper.get(at) == Some(&false) {
                 return Ok(true);
             }
-            for later in &self.bases[base + 1..] {
-                if matches!(catalog.entry_at(later.id, at)?, Some(e) if e.kind != EntryKind::Dir) {
-                    return Ok(true);
-                }
-            }
             at = split_path(at).0;
         }
-        Ok(false)
+        let later = self.bases[base + 1..].iter().map(|b| b.id);
+        replaced_by_later_base(later, parent, |id, path| catalog.entry_at(id, path))
     }
 }
 

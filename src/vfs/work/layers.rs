@@ -21,7 +21,7 @@ use crate::catalog::entries::{join_path, split_path};
 use crate::catalog::{Entry, EntryKind};
 use crate::error::Error;
 use crate::vfs::{DatasetInfo, Shared, VfsError, VfsResult};
-use crate::workspace::{Workspace, WriterLock};
+use crate::workspace::{replaced_by_later_base, Workspace, WriterLock};
 
 /// Base entries listed per catalog query.
 const PAGE: usize = 4096;
@@ -136,20 +136,10 @@ impl Ws {
 
     /// Does a base above `layer` have a non-folder at `dir` or one of its ancestors?
     fn hidden_by_later_base(&self, shared: &Shared, layer: usize, dir: &[u8]) -> VfsResult<bool> {
-        let later = &self.bases[layer + 1..];
-        if later.is_empty() {
-            return Ok(false);
-        }
-        let mut at = dir;
-        while !at.is_empty() {
-            for b in later {
-                if matches!(shared.pool.with(|c| c.entry_at(b.id, at))?, Some(e) if e.kind != EntryKind::Dir) {
-                    return Ok(true);
-                }
-            }
-            at = split_path(at).0;
-        }
-        Ok(false)
+        let later = self.bases[layer + 1..].iter().map(|b| b.id);
+        Ok(replaced_by_later_base(later, dir, |id, path| {
+            shared.pool.with(|c| c.entry_at(id, path))
+        })?)
     }
 
     /// Is `path` or one of its ancestors whited out?
