@@ -13,7 +13,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -58,44 +58,6 @@ fn sh(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Same names, types, permission bits, sizes, bytes and symlink targets under both roots.
-#[track_caller]
-fn same_content(want: &Path, got: &Path) {
-    fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
-        for e in fs::read_dir(root.join(rel)).unwrap() {
-            let p = rel.join(e.unwrap().file_name());
-            if fs::symlink_metadata(root.join(&p)).unwrap().is_dir() {
-                walk(root, &p, out);
-            }
-            out.push(p);
-        }
-    }
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    walk(want, Path::new(""), &mut a);
-    walk(got, Path::new(""), &mut b);
-    a.sort();
-    b.sort();
-    assert_eq!(a, b, "{} and {} list differently", want.display(), got.display());
-    for rel in a {
-        let (x, y) = (want.join(&rel), got.join(&rel));
-        let (mx, my) = (fs::symlink_metadata(&x).unwrap(), fs::symlink_metadata(&y).unwrap());
-        assert_eq!(mx.file_type(), my.file_type(), "{}", rel.display());
-        if mx.file_type().is_symlink() {
-            assert_eq!(
-                fs::read_link(&x).unwrap(),
-                fs::read_link(&y).unwrap(),
-                "{}",
-                rel.display()
-            );
-            continue;
-        }
-        assert_eq!(mx.mode() & 0o7777, my.mode() & 0o7777, "mode of {}", rel.display());
-        if mx.is_file() {
-            assert_same_bytes(&x, &y);
-        }
-    }
 }
 
 /// The Python script: creates, appends, seeks and overwrites, mmap-reads, os.replace, and
@@ -215,7 +177,7 @@ fn real_tools_through_a_mount(env: &[(&str, &str)]) {
     let m = mount_vault_with(&v, &mp, env);
     let work = mp.join("work/w");
     run_tools(&work, &base, &archive, &changed);
-    same_content(&local, &work);
+    assert_same_content(&local, &work, "");
 
     // Only what changed is in the upper layer: untouched base files were not copied.
     let upper = v.dir.join("workspaces/w/upper");
@@ -248,7 +210,7 @@ fn real_tools_through_a_mount(env: &[(&str, &str)]) {
     assert!(num(&d, "files_referenced") > 0, "{d}");
     let exported = tmp.join("derived-export");
     v.export_ok("derived/photos-tools@v1", &exported);
-    same_content(&work, &exported);
+    assert_same_content(&work, &exported, "");
     assert_eq!(m.unmount(), Some(0));
 
     // The base is byte-identical.
@@ -370,7 +332,7 @@ fn several_bases_merge_in_the_mount_as_derive_seals_them() {
     v.run(["derive", "w", "--name", "merged", "--version", "v1"]).ok();
     let exported = tmp.join("exported");
     v.export_ok("derived/merged@v1", &exported);
-    same_content(&exported, &work);
+    assert_same_content(&exported, &work, "");
     assert_eq!(m.unmount(), Some(0));
     v.verify_read_data();
 }
@@ -651,7 +613,7 @@ fn hard_links_through_a_mount(env: &[(&str, &str)]) {
     v.run(["derive", "w", "--name", "linked", "--version", "v1"]).ok();
     let exported = tmp.join("linked-export");
     v.export_ok("derived/linked@v1", &exported);
-    same_content(&work, &exported);
+    assert_same_content(&work, &exported, "");
     assert!(fs::read(exported.join("train-link.csv")).unwrap() == longer);
     assert_eq!(m.unmount(), Some(0));
     v.verify_read_data();

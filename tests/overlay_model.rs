@@ -21,7 +21,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::mounted::{can_mount, mount_vault_with, WITHOUT_PASSTHROUGH};
@@ -77,7 +77,7 @@ fn make_base(dir: &Path) {
     chmod(&dir.join("f"), 0o750);
 }
 
-/// Everything under `root`: (path, is file, is dir, is symlink), sorted.
+/// Everything under `root`: (relative path, its metadata), sorted by path.
 fn entries(root: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -98,31 +98,6 @@ fn entries(root: &Path) -> Vec<(PathBuf, fs::Metadata)> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
-}
-
-/// The two trees hold the same names, types, permission bits, sizes, bytes and targets.
-fn compare(plain: &Path, mounted: &Path, ctx: &str) {
-    let (want, got) = (entries(plain), entries(mounted));
-    let names = |v: &[(PathBuf, fs::Metadata)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&want), names(&got), "{ctx}: listings differ");
-    for ((rel, a), (_, b)) in want.iter().zip(&got) {
-        let what = format!("{ctx}: {}", rel.display());
-        assert_eq!(a.file_type(), b.file_type(), "{what}: type");
-        if a.file_type().is_symlink() {
-            assert_eq!(
-                fs::read_link(plain.join(rel)).unwrap(),
-                fs::read_link(mounted.join(rel)).unwrap(),
-                "{what}: target"
-            );
-            continue;
-        }
-        assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777, "{what}: mode");
-        if a.is_file() {
-            assert_eq!(a.len(), b.len(), "{what}: size");
-            let (x, y) = (fs::read(plain.join(rel)).unwrap(), fs::read(mounted.join(rel)).unwrap());
-            assert!(x == y, "{what}: bytes differ");
-        }
-    }
 }
 
 fn errno<T>(r: std::io::Result<T>) -> Result<(), i32> {
@@ -320,7 +295,7 @@ fn run_sequence(v: &TestVault, mp: &Path, base: &Path, seed: u64, steps: usize) 
         next_name: 0,
     };
     let (mut ok, mut refused, mut exdev) = (0, 0, 0);
-    compare(&plain, &work, &format!("seed {seed} before any step"));
+    assert_same_content(&plain, &work, &format!("seed {seed} before any step: "));
     for step in 0..steps {
         let op = gen.op(&plain);
         let ctx = format!("seed {seed} step {step} {op:?} (rerun: DSVAULT_MODEL_SEED={seed})");
@@ -358,7 +333,7 @@ fn run_sequence(v: &TestVault, mp: &Path, base: &Path, seed: u64, steps: usize) 
                 }
             }
         }
-        compare(&plain, &work, &ctx);
+        assert_same_content(&plain, &work, &format!("{ctx}: "));
     }
     eprintln!("seed {seed}: {ok} operations done, {refused} refused alike, {exdev} EXDEV renames");
     assert!(ok > steps / 2, "seed {seed}: most operations should succeed");
@@ -373,7 +348,7 @@ fn check_derive(v: &TestVault, ws: &str, plain: &Path, seed: u64) {
         .ok();
     let out = v.dir.parent().unwrap().join(format!("derived{seed}"));
     v.export_ok(&format!("derived/model{seed}@v1"), &out);
-    compare(plain, &out, &format!("seed {seed}: derived export vs plain folder"));
+    assert_same_content(plain, &out, &format!("seed {seed}: derived export vs plain folder: "));
     fs::remove_dir_all(&out).unwrap();
 }
 
