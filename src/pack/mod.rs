@@ -80,12 +80,12 @@ pub struct CompressPolicy {
 /// A cheap trial on a 32 KiB sample at level 1 first skips incompressible data (images,
 /// audio, shards) without paying for a full compression. A compressed result is decompressed
 /// and re-hashed here, before it can reach a pack, so a codec bug can never seal wrong bytes.
-/// One encoder per thread: it keeps its zstd contexts between chunks.
+/// One encoder per thread: it keeps its zstd contexts between chunks (the check decompresses
+/// with the thread's context, as [`decode_chunk`] does).
 pub struct ChunkEncoder {
     policy: CompressPolicy,
     compressor: zstd::bulk::Compressor<'static>,
     sampler: zstd::bulk::Compressor<'static>,
-    decompressor: zstd::bulk::Decompressor<'static>,
 }
 
 impl ChunkEncoder {
@@ -97,7 +97,6 @@ impl ChunkEncoder {
             compressor: zstd::bulk::Compressor::new(if policy.level == 0 { 1 } else { policy.level })
                 .map_err(zstd_err)?,
             sampler: zstd::bulk::Compressor::new(1).map_err(zstd_err)?,
-            decompressor: zstd::bulk::Decompressor::new().map_err(zstd_err)?,
         })
     }
 
@@ -120,7 +119,7 @@ impl ChunkEncoder {
         if compressed.len() as u64 > limit {
             return Ok(raw(data));
         }
-        match self.decompressor.decompress(&compressed, data.len()) {
+        match decompress(&compressed, data.len()) {
             Ok(check) if check.len() == data.len() && ChunkId::of(&check) == id => Ok(EncodedChunk {
                 id,
                 raw_len: data.len() as u32,
@@ -179,8 +178,9 @@ pub fn decode_chunk(pack: PackId, entry: &IndexEntry, stored: &[u8]) -> Result<V
 }
 
 thread_local! {
-    /// Each thread's zstd decompression context, kept between chunks: creating one per chunk
-    /// (`zstd::bulk::decompress`) was about 1% of a mount's CPU reading compressible files.
+    /// Each thread's zstd decompression context, kept between chunks, for reads and for the
+    /// encoder's check: creating one per chunk (`zstd::bulk::decompress`) was about 1% of a
+    /// mount's CPU reading compressible files.
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
 }
