@@ -98,8 +98,8 @@ fi
 DSVAULT=$TARGET/dsvault
 DATAGEN=$TARGET/dsvault-datagen
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault -p dsvault-datagen"
-    if ! (cd "$REPO" && cargo build --release -p dsvault -p dsvault-datagen) >"$LOG/build.log" 2>&1; then
+    log "cargo build --release -p dsvault-cli -p dsvault-datagen"
+    if ! (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1; then
         log "dsvault did not build (see $LOG/build.log); building the generator alone"
         (cd "$REPO" && cargo build --release -p dsvault-datagen) >>"$LOG/build.log" 2>&1 ||
             { echo "ingest.sh: dsvault-datagen does not build, see $LOG/build.log" >&2; exit 1; }

@@ -73,8 +73,8 @@ if [[ $INSTALL == 1 ]]; then
 fi
 
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault -p dsvault-datagen"
-    (cd "$REPO" && cargo build --release -p dsvault -p dsvault-datagen) >"$LOG/build.log" 2>&1 ||
+    log "cargo build --release -p dsvault-cli -p dsvault-datagen"
+    (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1 ||
         { echo "mount.sh: build failed, see $LOG/build.log" >&2; exit 1; }
 fi
 DSVAULT=$TARGET/dsvault

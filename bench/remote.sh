@@ -46,8 +46,8 @@ log() { printf '[remote.sh] %s\n' "$*" >&2; }
 [[ $(id -u) == 0 ]] || { echo "remote.sh: needs root (drop_caches, mounts)" >&2; exit 1; }
 [[ -x $MOTO ]] || { echo "remote.sh: $MOTO is missing; run scripts/test.sh, or: python3 -m venv .venv-moto && .venv-moto/bin/pip install 'moto[server]'" >&2; exit 1; }
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault -p dsvault-datagen"
-    (cd "$REPO" && cargo build --release -p dsvault -p dsvault-datagen) >"$LOG/build.log" 2>&1 ||
+    log "cargo build --release -p dsvault-cli -p dsvault-datagen"
+    (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1 ||
         { echo "remote.sh: build failed, see $LOG/build.log" >&2; exit 1; }
 fi
 DSVAULT=$TARGET/dsvault

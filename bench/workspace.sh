@@ -56,8 +56,8 @@ secs() { echo "$2 - $1" | bc -l; }
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault -p dsvault-datagen"
-    (cd "$REPO" && cargo build --release -p dsvault -p dsvault-datagen) >"$LOG/build.log" 2>&1
+    log "cargo build --release -p dsvault-cli -p dsvault-datagen"
+    (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1
 fi
 DSVAULT=$TARGET/dsvault
 V=(--vault "$W/vault" --quiet)

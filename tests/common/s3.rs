@@ -16,7 +16,7 @@ pub const ACCESS_KEY: &str = "dsvault-test-access";
 pub const SECRET_KEY: &str = "dsvault-test-secret-Z9q";
 
 fn venv() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-moto")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-moto")
 }
 
 /// A running moto server; killed on drop.

@@ -1,4 +1,8 @@
-//! Command-line interface: argument parsing, progress bars, human or JSON output.
+//! The `dsvault` command: argument parsing, progress bars, human or JSON output.
+//!
+//! This is its own package (`dsvault-cli`) so that the library (`dsvault`) builds without
+//! clap, anyhow, indicatif, tracing-subscriber, directories or the FUSE crate: the Python
+//! module and any other user of the library compile none of them.
 //!
 //! Owns: everything the user sees. The library below never prints; each command here calls
 //! one operation and renders its report. Exit codes: 0 success, 1 error, 2 usage error.
@@ -98,8 +102,12 @@ fn default_vault_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".dsvault"))
 }
 
+fn main() {
+    std::process::exit(parse_and_run());
+}
+
 /// Parse, run, and turn the outcome into an exit code.
-pub fn main() -> i32 {
+fn parse_and_run() -> i32 {
     let cli = Cli::parse();
     let filter = if cli.quiet { "error" } else { "warn,fuser=error" };
     tracing_subscriber::fmt()
