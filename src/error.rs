@@ -106,6 +106,10 @@ pub enum Error {
          first, or read the workspace through that mount"
     )]
     WorkspaceBusy { name: String, holder: String },
+    #[error("workspace {workspace} already exists with bases [{}]; omit --base to use it, or pick a new --workspace", bases.join(", "))]
+    WorkspaceBasesDiffer { workspace: String, bases: Vec<String> },
+    #[error("command argument {arg:?}: {reason}")]
+    InvalidPlaceholder { arg: String, reason: String },
     #[error("{dataset}, a base of workspace {workspace}, is no longer in the vault; remove the workspace")]
     BaseMissing { workspace: String, dataset: String },
     #[error("{dataset} is a base of workspace {workspace}; `dsvault workspace rm {workspace}` first")]

@@ -1,7 +1,9 @@
 //! `dsvault run` end to end (real mounts; needs root and /dev/fuse, skipped otherwise):
 //! the environment the command sees, a failing command recorded without a derive, a
-//! successful one derived with its lineage, and a signal reaching the command with the
-//! mount gone afterwards. A guard detaches any mount a run left, even when a test fails.
+//! successful one derived with its lineage, a signal reaching the command with the mount
+//! gone afterwards, `--cd` and the placeholders, the warning for an unchanged workspace, and
+//! a crash between the recorded run and its derive. A guard detaches any mount a run left,
+//! even when a test fails.
 
 mod common;
 
@@ -117,6 +119,8 @@ fn a_successful_command_is_derived_with_its_lineage() {
     assert_eq!(out.code(), Some(0), "{}", out.text());
     let report: Value = out.json();
     assert_eq!(report["derived"]["dataset"], "derived/result@v1");
+    assert_eq!(report["derived"]["unchanged"], false);
+    assert!(!out.stderr.contains("unchanged"), "{}", out.stderr);
     assert_eq!(v.cat("derived/result@v1", "README"), b"base\nmore\n");
     assert_eq!(v.cat("derived/result@v1", "copy.bin"), random_bytes(3, 100_000));
     let lineage = v.run(["--json", "lineage", "result@v1"]).ok().json();
@@ -179,4 +183,212 @@ fn sigterm_reaches_the_command_and_the_mount_is_gone() {
     assert!(!run_mounts().iter().any(|m| m.contains(&mine)), "mount left behind");
     assert_eq!(runs(&v, "w")[0].1, 128 + libc::SIGTERM as i64);
     assert!(!v.datasets().iter().any(|d| d.contains("never")));
+}
+
+/// `--cd` runs in the workspace and the placeholders name its folders; the caller's folder
+/// is never written.
+#[test]
+fn cd_and_placeholders_run_in_the_workspace() {
+    if !can_mount() {
+        return;
+    }
+    let (v, _src) = vault_with_base();
+    let _guard = NoLeftovers(Vec::new());
+    let caller = tempdir();
+    let mut cmd = v.cmd();
+    cmd.current_dir(caller.path()).args([
+        "--json",
+        "run",
+        "--workspace",
+        "clean",
+        "--base",
+        "gold/inputs@v1",
+        "--cd",
+        "--derive",
+        "clean@v1",
+        "--",
+        "sh",
+        "-c",
+        r#"rm data/x.bin && cp "$1/README" copied && printf '%s' "$2" > where && echo '{{}}' > braces"#,
+        "sh",
+        "{input}",
+        "{workspace}",
+    ]);
+    let out = run_cmd(cmd).ok();
+    let report = out.json();
+    assert_eq!(
+        fs::read_dir(caller.path()).unwrap().count(),
+        0,
+        "wrote into the caller's folder"
+    );
+    let ws_path = report["workspace_path"].as_str().unwrap();
+    assert_eq!(v.cat("derived/clean@v1", "where"), ws_path.as_bytes());
+    assert_eq!(v.cat("derived/clean@v1", "copied"), b"base\n");
+    assert_eq!(v.cat("derived/clean@v1", "braces"), b"{}\n");
+    let dest = tempdir();
+    v.run(["export", "derived/clean@v1", &dest.path().join("e").to_string_lossy()])
+        .ok();
+    assert!(
+        !dest.path().join("e/data/x.bin").exists(),
+        "the delete did not reach the workspace"
+    );
+    // The run records the command as typed, placeholders and all.
+    assert!(runs(&v, "clean")[0].0.contains(r#""{input}","{workspace}""#));
+    // {inputs}: each base its own argument.
+    let out = v
+        .run(["run", "--workspace", "clean", "--cd", "--", "ls", "-d", "{inputs}"])
+        .ok();
+    assert!(out.stdout_str().contains("/gold/inputs/v1"), "{}", out.text());
+}
+
+/// A mistyped placeholder or `{input}` over several bases stops before anything runs.
+#[test]
+fn bad_placeholders_stop_the_run_before_it_starts() {
+    if !can_mount() {
+        return;
+    }
+    let (v, src) = vault_with_base();
+    let _guard = NoLeftovers(Vec::new());
+    // Each run gets its own TMPDIR, so "no mount point left behind" is exact.
+    let tmp = tempdir();
+    let run = |args: &[&str]| {
+        let mut cmd = v.cmd();
+        cmd.env("TMPDIR", tmp.path()).args(args);
+        run_cmd(cmd)
+    };
+    run(&[
+        "run",
+        "--workspace",
+        "w",
+        "--base",
+        "gold/inputs@v1",
+        "--",
+        "touch",
+        "{workspce}/x",
+    ])
+    .code_is(1)
+    .mentions(&["unknown placeholder {workspce}", "{workspace}"]);
+    v.ingest_ok(src.path(), "more", "v1", &[]);
+    v.run([
+        "workspace",
+        "new",
+        "two",
+        "--base",
+        "gold/inputs@v1",
+        "--base",
+        "gold/more@v1",
+    ])
+    .ok();
+    run(&["run", "--workspace", "two", "--", "cat", "{input}/README"])
+        .code_is(1)
+        .mentions(&["{input} needs a workspace with one base", "use {inputs}"]);
+    assert!(
+        runs(&v, "w").is_empty() && runs(&v, "two").is_empty(),
+        "recorded a run that never ran"
+    );
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "a mount point was left behind"
+    );
+    v.verify();
+}
+
+/// A derive equal to its only base warns and says so in JSON, for `run` and `derive`.
+#[test]
+fn an_unchanged_workspace_is_pointed_out() {
+    if !can_mount() {
+        return;
+    }
+    let (v, _src) = vault_with_base();
+    let _guard = NoLeftovers(Vec::new());
+    let out = v
+        .run([
+            "--json",
+            "run",
+            "--workspace",
+            "u",
+            "--base",
+            "gold/inputs@v1",
+            "--derive",
+            "same@v1",
+            "--",
+            "true",
+        ])
+        .ok();
+    assert_eq!(out.json()["derived"]["unchanged"], true);
+    assert!(
+        out.stderr
+            .contains("the workspace is unchanged: derived/same@v1 has the same root as gold/inputs@v1"),
+        "{}",
+        out.stderr
+    );
+    let out = v.run(["derive", "u", "--name", "same", "--version", "v2"]).ok();
+    assert!(out.stderr.contains("the workspace is unchanged"), "{}", out.stderr);
+    let quiet = v
+        .run(["--quiet", "derive", "u", "--name", "same", "--version", "v3"])
+        .ok();
+    assert!(quiet.stderr.is_empty(), "{}", quiet.stderr);
+}
+
+/// Killed between the committed run row and the derive: the run is recorded without a
+/// dataset, the vault verifies, the output stays in the workspace and `derive` seals it.
+/// Killed inside the derive before its seal: the same, and the run is never linked to a
+/// dataset that does not exist.
+#[test]
+fn a_crash_between_the_run_record_and_the_derive_leaves_the_run_recorded() {
+    if !can_mount() {
+        return;
+    }
+    for (i, point) in ["run-before-derive", "before-seal"].into_iter().enumerate() {
+        let (v, _src) = vault_with_base();
+        let ws = format!("w{i}");
+        let tmp = tempdir();
+        let mut cmd = v.cmd();
+        cmd.env("DSVAULT_CRASH_AT", point).env("TMPDIR", tmp.path()).args([
+            "run",
+            "--workspace",
+            &ws,
+            "--base",
+            "gold/inputs@v1",
+            "--cd",
+            "--derive",
+            "result@v1",
+            "--",
+            "sh",
+            "-c",
+            "echo model > model.bin",
+        ]);
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let _guard = NoLeftovers(vec![child.id()]);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("crash point {point} reached")),
+            "{point}: {stderr}"
+        );
+        assert!(!out.status.success());
+        // The mount was stopped and its folder removed before the run was recorded.
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "{point}: mount point left behind"
+        );
+        assert_eq!(
+            runs(&v, &ws),
+            vec![(r#"["sh","-c","echo model > model.bin"]"#.to_string(), 0, None)],
+            "{point}"
+        );
+        assert!(
+            !v.datasets().iter().any(|d| d.contains("result")),
+            "{point}: a dataset appeared"
+        );
+        v.verify();
+        let out = v
+            .run(["--json", "derive", &ws, "--name", "result", "--version", "v1"])
+            .ok();
+        assert_eq!(out.json()["unchanged"], false);
+        assert_eq!(v.cat("derived/result@v1", "model.bin"), b"model\n");
+        v.verify();
+    }
 }

@@ -56,6 +56,7 @@ pub fn derive(g: &Globals, a: DeriveArgs) -> Result<i32> {
         )
     };
     let mut r = derive::derive(&vault, &opts, &bar).with_context(context)?;
+    warn_unchanged(g, &r);
     if g.json {
         for s in &mut r.skipped {
             s.path = json_path(&s.path);
@@ -65,6 +66,17 @@ pub fn derive(g: &Globals, a: DeriveArgs) -> Result<i32> {
         print_derive(&r);
     }
     Ok(0)
+}
+
+/// On stderr (unless --quiet), when a derive sealed exactly its only base's tree: most often
+/// the command wrote somewhere else (see `run --cd` and its placeholders).
+pub fn warn_unchanged(g: &Globals, r: &DeriveReport) {
+    if r.unchanged && !g.quiet {
+        eprintln!(
+            "dsvault: warning: the workspace is unchanged: {} has the same root as {}",
+            r.dataset, r.inputs[0]
+        );
+    }
 }
 
 fn print_derive(r: &DeriveReport) {

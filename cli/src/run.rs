@@ -1,11 +1,12 @@
 //! `run`: run a command in a workspace, mounted writable, and record it.
 //!
-//! Owns: creating the workspace when asked (`--base`), mounting the vault at a private
-//! temporary folder, starting the command with `DSVAULT_WORKSPACE` (the workspace's
+//! Owns: mounting the vault at a private temporary folder, starting the command (in the
+//! workspace's folder with `--cd`, its placeholders expanded by
+//! [`dsvault::ops::run::expand_command`]) with `DSVAULT_WORKSPACE` (the workspace's
 //! writable folder) and `DSVAULT_INPUTS` (the base datasets' folders, `:`-separated, lowest
-//! base first), forwarding SIGINT/SIGTERM/SIGHUP to it, unmounting whatever happens,
-//! recording the run in the catalog (`runs` table), and deriving when `--derive` was given
-//! and the command exited 0. `dsvault run` exits with the command's status (128 + signal
+//! base first), forwarding SIGINT/SIGTERM/SIGHUP to it, unmounting whatever happens, and
+//! printing. Choosing the workspace, recording the run and deriving are
+//! [`dsvault::ops::run`]'s. `dsvault run` exits with the command's status (128 + signal
 //! when a signal ended it), or 1 when the run could not be set up or the derive failed.
 
 use std::ffi::OsString;
@@ -20,10 +21,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use dsvault::catalog::RunRow;
-use dsvault::ops::derive::{self, DeriveOptions, DeriveReport, RunRecord};
+use dsvault::ops;
+use dsvault::ops::derive::{DeriveOptions, DeriveReport};
+use dsvault::ops::run::{FinishedRun, MountedPaths};
 use dsvault::vfs::{Scope, Vfs, VfsOptions};
-use dsvault::workspace::Workspace;
 use dsvault::{DatasetRef, Vault};
 use dsvault_fuse::{Mount, MountOptions, Unmounter};
 
@@ -49,7 +50,12 @@ pub struct RunArgs {
     /// `derive --allow-external-symlinks`).
     #[arg(long, requires = "derive")]
     allow_external_symlinks: bool,
-    /// The command and its arguments (after `--`).
+    /// Run the command in the workspace's writable folder instead of the current one.
+    #[arg(long)]
+    cd: bool,
+    /// The command and its arguments (after `--`). No shell: placeholders are expanded in
+    /// each argument: {workspace} (the writable folder), {input} (the only base's folder),
+    /// {inputs} (every base's folder, each its own argument), {{ and }} (literal braces).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
 }
@@ -80,90 +86,65 @@ struct RunReport {
 
 pub fn run(g: &Globals, a: RunArgs) -> Result<i32> {
     let vault = g.open_vault()?;
-    let ws = open_or_create(&vault, &a.workspace, &a.bases)?;
+    let ws = ops::run::workspace_for_run(&vault, &a.workspace, &a.bases)
+        .with_context(|| format!("preparing workspace {}", a.workspace))?;
     // Fail before the command starts, not at its first write, when another mount is
     // changing this workspace. (The lock is let go here and taken again by this run's mount
     // at the command's first change.)
     drop(ws.lock_writer()?);
     let mp = private_mountpoint()?;
+    let paths = MountedPaths::new(&mp, &ws);
+    let argv = ops::run::expand_command(&a.command, &paths).inspect_err(|_| {
+        let _ = std::fs::remove_dir(&mp);
+    })?;
     let signals = Signals::block();
     limit_malloc_arenas();
     let served = serve(vault, &mp)?;
-    let workspace_path = mp.join("work").join(&ws.name);
-    let inputs: Vec<PathBuf> = ws
-        .bases
-        .iter()
-        .map(|b| mp.join(b.name.kind.as_str()).join(&b.name.name).join(&b.name.version))
-        .collect();
     let started = Instant::now();
     let started_at = now_secs();
-    let status = run_command(&a.command, &workspace_path, &inputs, &signals);
+    let status = run_command(&argv, &paths, a.cd, &signals);
     let ended_at = now_secs();
     let seconds = started.elapsed().as_secs_f64();
     served.stop();
     let _ = std::fs::remove_dir(&mp);
     // Unmounted: from now on a signal simply ends dsvault.
     signals.child_done();
-    let exit_status = exit_code(status.with_context(|| format!("starting {:?}", a.command[0]))?);
+    let exit_status = exit_code(status.with_context(|| format!("starting {:?}", argv[0]))?);
     let vault = g.open_vault()?;
-    let command: Vec<String> = a.command.iter().map(|c| c.to_string_lossy().into_owned()).collect();
-    let run_id = record(&vault, &ws.name, &command, started_at, ended_at, seconds, exit_status)?;
+    let finished = FinishedRun {
+        workspace: ws.name.clone(),
+        command: a.command.iter().map(|c| c.to_string_lossy().into_owned()).collect(),
+        started_at,
+        ended_at,
+        duration_ms: (seconds * 1000.0) as i64,
+        exit_status,
+    };
+    let run_id = ops::run::record(&vault, &finished).context("recording the run")?;
     let derived = match &a.derive {
         Some((name, version)) if exit_status == 0 => {
-            let record = RunRecord {
-                started_at,
-                ended_at,
-                exit_status,
-            };
-            let target = (name.as_str(), version.as_str());
-            let r = derive_after(g, &vault, &ws.name, target, &command, record, a.allow_external_symlinks)?;
-            vault.catalog()?.set_run_derived(run_id, &r.dataset)?;
+            let mut opts = DeriveOptions::new(&ws.name, name, version)?;
+            opts.allow_external_symlinks = a.allow_external_symlinks;
+            let bar = Bar::new(g, "derive");
+            let r = ops::run::derive_after(&vault, run_id, &finished, opts, &bar).with_context(|| {
+                format!("the command succeeded (run recorded), but deriving derived/{name}@{version} failed")
+            })?;
             Some(r)
         }
         _ => None,
     };
     let report = RunReport {
         workspace: ws.name.clone(),
-        command,
+        command: finished.command,
         exit_status,
         started_at,
         ended_at,
         seconds,
-        workspace_path,
-        inputs,
+        workspace_path: paths.workspace,
+        inputs: paths.inputs,
         derived,
     };
     print_report(g, &report, a.derive.is_some())?;
     Ok(exit_status)
-}
-
-/// The workspace, created over `bases` when it does not exist. An existing workspace must
-/// have exactly the bases given, if any are.
-fn open_or_create(vault: &Vault, name: &str, bases: &[DatasetRef]) -> Result<Workspace> {
-    match Workspace::open(vault, name) {
-        Ok(ws) => {
-            if !bases.is_empty() {
-                let catalog = vault.catalog()?;
-                let wanted = bases
-                    .iter()
-                    .map(|b| catalog.resolve(b).map(|d| d.id))
-                    .collect::<dsvault::Result<Vec<_>>>()?;
-                let have: Vec<i64> = ws.bases.iter().map(|b| b.id).collect();
-                if wanted != have {
-                    let names: Vec<String> = ws.bases.iter().map(|b| b.name.to_string()).collect();
-                    bail!(
-                        "workspace {name} already exists with bases [{}]; omit --base to use it, or pick a new --workspace",
-                        names.join(", ")
-                    );
-                }
-            }
-            Ok(ws)
-        }
-        Err(dsvault::Error::WorkspaceNotFound(_)) => {
-            Ok(Workspace::create(vault, name, bases).with_context(|| format!("creating workspace {name}"))?)
-        }
-        Err(e) => Err(e).with_context(|| format!("opening workspace {name}")),
-    }
 }
 
 /// A new empty folder only this run uses as its mount point.
@@ -232,22 +213,21 @@ fn serve(vault: Vault, mp: &Path) -> Result<Served> {
     })
 }
 
-/// Start the command with the workspace's environment and wait for it.
-fn run_command(
-    command: &[OsString],
-    workspace: &Path,
-    inputs: &[PathBuf],
-    signals: &Signals,
-) -> std::io::Result<ExitStatus> {
-    let joined = inputs
+/// Start the command with the workspace's environment (in its folder with `cd`) and wait.
+fn run_command(argv: &[OsString], paths: &MountedPaths, cd: bool, signals: &Signals) -> std::io::Result<ExitStatus> {
+    let joined = paths
+        .inputs
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(":");
-    let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..])
-        .env("DSVAULT_WORKSPACE", workspace)
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("DSVAULT_WORKSPACE", &paths.workspace)
         .env("DSVAULT_INPUTS", joined);
+    if cd {
+        cmd.current_dir(&paths.workspace);
+    }
     let unblock = signals.set;
     // SAFETY: between fork and exec only async-signal-safe calls: unblock the signals this
     // process blocked, so the command gets its default handling.
@@ -274,62 +254,10 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn record(
-    vault: &Vault,
-    workspace: &str,
-    command: &[String],
-    started_at: i64,
-    ended_at: i64,
-    seconds: f64,
-    exit_status: i32,
-) -> Result<i64> {
-    let row = RunRow {
-        id: 0,
-        workspace: workspace.to_string(),
-        command: serde_json::to_string(command)?,
-        started_at,
-        ended_at,
-        duration_ms: (seconds * 1000.0) as i64,
-        exit_status,
-        derived: None,
-    };
-    vault.catalog()?.insert_run(&row).context("recording the run")
-}
-
-fn derive_after(
-    g: &Globals,
-    vault: &Vault,
-    workspace: &str,
-    (name, version): (&str, &str),
-    command: &[String],
-    run: RunRecord,
-    allow_external_symlinks: bool,
-) -> Result<DeriveReport> {
-    let mut opts = DeriveOptions::new(workspace, name, version)?;
-    opts.command = Some(shell_words(command));
-    opts.run = Some(run);
-    opts.allow_external_symlinks = allow_external_symlinks;
-    let bar = Bar::new(g, "derive");
-    derive::derive(vault, &opts, &bar)
-        .with_context(|| format!("the command succeeded, but deriving derived/{name}@{version} failed"))
-}
-
-/// The command as one line a shell would run (arguments quoted when needed).
-fn shell_words(command: &[String]) -> String {
-    let quote = |a: &String| {
-        let plain = !a.is_empty()
-            && a.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
-        if plain {
-            a.clone()
-        } else {
-            format!("'{}'", a.replace('\'', r"'\''"))
-        }
-    };
-    command.iter().map(quote).collect::<Vec<_>>().join(" ")
-}
-
 fn print_report(g: &Globals, r: &RunReport, derive_asked: bool) -> Result<()> {
+    if let Some(d) = &r.derived {
+        super::derive::warn_unchanged(g, d);
+    }
     if g.json {
         return json_line(r);
     }
@@ -341,7 +269,7 @@ fn print_report(g: &Globals, r: &RunReport, derive_asked: bool) -> Result<()> {
         out,
         "run in workspace {}: `{}` exited {} after {:.1} s (recorded)",
         r.workspace,
-        shell_words(&r.command),
+        ops::run::shell_words(&r.command),
         r.exit_status,
         r.seconds
     )?;

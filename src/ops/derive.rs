@@ -30,6 +30,8 @@ use crate::workspace::{replaced_by_later_base, Workspace};
 /// The producing command's run, when known (`dsvault run` records it; `derive` alone does not).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunRecord {
+    /// The run's row in the catalog, linked to the dataset in the seal transaction.
+    pub id: Option<i64>,
     pub started_at: i64,
     pub ended_at: i64,
     pub exit_status: i32,
@@ -86,6 +88,9 @@ pub struct DeriveReport {
     pub skipped: Vec<SkippedFile>,
     /// The dataset already existed with this exact content; nothing was sealed.
     pub already_present: bool,
+    /// The workspace has one base and the dataset's root is that base's root: nothing in
+    /// the workspace changed (the CLI warns).
+    pub unchanged: bool,
     pub seconds: f64,
 }
 
@@ -110,6 +115,7 @@ pub fn derive(vault: &Vault, opts: &DeriveOptions, progress: &dyn Progress) -> R
     progress.finish();
     match result {
         Ok(((root, already_present), t, stored_bytes)) => Ok(DeriveReport {
+            unchanged: matches!(ws.bases.as_slice(), [only] if only.root == Some(root)),
             dataset: opts.name.to_string(),
             root,
             workspace: ws.name.clone(),
@@ -174,7 +180,13 @@ fn seal_merged_view(
         name,
         &totals.sealed(stored),
         publish_lineage,
-        |c| c.insert_lineage(dataset_id, lineage),
+        |c| {
+            c.insert_lineage(dataset_id, lineage)?;
+            match opts.run.and_then(|r| r.id) {
+                Some(run) => c.set_run_derived(run, &name.to_string()),
+                None => Ok(()),
+            }
+        },
     )?;
     Ok((sealed, totals, stored))
 }

@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod lineage;
 pub mod recover;
 pub mod remove;
+pub mod run;
 pub mod stats;
 pub mod sync;
 pub mod verify;
