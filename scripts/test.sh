@@ -32,5 +32,15 @@ if [[ ! -x .venv-moto/bin/moto_server ]]; then
     .venv-moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
 
+# The Azure store tests (tests/store_contract.rs) run Azurite's blob service from npm, in an
+# ignored folder of the project; tests/common/azurite.rs fails loudly if it is missing.
+if [[ ! -x .cache/azurite/node_modules/.bin/azurite-blob ]]; then
+    if ! command -v npm >/dev/null && [[ $(id -u) == 0 ]]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    fi
+    mkdir -p .cache/azurite
+    npm install --prefix .cache/azurite --no-audit --no-fund --loglevel=error azurite@3
+fi
+
 cargo build --workspace --all-targets
 cargo test --workspace

@@ -83,9 +83,7 @@ impl Vault {
             fs::create_dir_all(&p).map_err(Error::io_at("creating", &p))?;
         }
         let vault = Vault::assemble(dir, config.clone())?;
-        if let Some(remote) = vault.store.remote() {
-            remote.probe()?;
-        }
+        vault.store.probe()?;
         Catalog::open(&vault.catalog_path())?;
         crate::store::write_durably(&config_path, config.to_toml().as_bytes(), 0o644)?;
         Ok(vault)

@@ -63,8 +63,8 @@ pub fn sync(g: &Globals, a: SyncArgs) -> Result<i32> {
 /// A report as a JSON object, with `"remote": {requests and bytes}` added for a remote vault.
 pub fn with_remote_stats<T: Serialize>(vault: &Vault, report: &T) -> Result<serde_json::Value> {
     let mut value = serde_json::to_value(report)?;
-    if let (Some(remote), Some(obj)) = (vault.store().remote(), value.as_object_mut()) {
-        obj.insert("remote".into(), serde_json::to_value(remote.stats())?);
+    if let (Some(stats), Some(obj)) = (vault.store().remote_stats(), value.as_object_mut()) {
+        obj.insert("remote".into(), serde_json::to_value(stats)?);
     }
     Ok(value)
 }

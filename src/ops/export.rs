@@ -104,7 +104,7 @@ fn write_located(
     let mut written = 0u64;
     // A remote store fetches the next chunks while this one is written: neighbours in a pack
     // in one GET, several GETs at once.
-    let remote = store.is_remote();
+    let remote = store.reads_are_requests();
     let (mut advised, mut ahead) = advised;
     for loc in locations {
         if remote && ahead < FETCH_AHEAD / 2 && advised < locations.len() {

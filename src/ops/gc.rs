@@ -98,12 +98,12 @@ fn plan(p: &PackUsage, opts: &GcOptions, now: i64) -> Plan {
 /// Collect garbage in `vault`.
 pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<GcReport> {
     let started = Instant::now();
-    if let Some(remote) = vault.store().remote() {
+    if vault.store().reads_are_requests() {
         // This catalog knows only what this machine ingested or synced; packs other machines
         // use would look unreferenced, and a rewrite races their uploads.
         return Err(Error::Unsupported(format!(
             "gc does not run on a remote store ({}): other machines may be using packs this catalog does not know about; nothing was removed",
-            remote.url()
+            vault.store().describe()
         )));
     }
     let _lock = vault.lock_exclusive()?;

@@ -19,7 +19,7 @@ use crate::vault::Vault;
 /// Index every pack in the store that the catalog does not know. Returns how many.
 pub fn index_orphan_packs(vault: &Vault, catalog: &Catalog) -> Result<usize> {
     let store = vault.store();
-    if store.is_remote() {
+    if store.reads_are_requests() {
         return Ok(index_unknown_packs(vault, catalog)?.indexed);
     }
     let mut indexed = 0;

@@ -17,7 +17,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{RefOutcome, StoredRef};
+use super::backend::{Backend, ObjectInfo, PutKind};
+use super::{PendingPut, RefOutcome, StoredRef};
 use crate::error::{Error, Result};
 use crate::id::{PackId, RootHash};
 use crate::pack::{self, IndexEntry, SealedPack};
@@ -181,16 +182,34 @@ impl LocalStore {
         fs::remove_file(&path).map_err(Error::io_at("removing", &path))
     }
 
-    /// Write `key` (a `/`-separated path below the store folder) durably, unless it exists.
-    pub fn put_object_once(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    /// Write `key` (a `/`-separated path below the store folder) durably: create-only by a
+    /// hard link of a synced temporary (link() fails if the name exists, so two writers never
+    /// both succeed), or replacing by a rename.
+    fn put_key(&self, key: &str, bytes: &[u8], kind: PutKind) -> Result<bool> {
         let path = self.root.join(key);
-        if path.exists() {
-            return Ok(());
+        let dir = path.parent().expect("key has a parent");
+        fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
+        if kind == PutKind::Overwrite {
+            write_durably(&path, bytes, 0o444)?;
+            return Ok(true);
         }
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            super::backend::nonce()
+        ));
+        write_file_synced(&tmp, bytes, 0o444)?;
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => sync_dir(dir).map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io("creating", &path, e)),
         }
-        write_durably(&path, bytes, 0o444)
     }
 
     /// The bytes at `key`, or `None` when missing.
@@ -299,6 +318,165 @@ impl LocalStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl Backend for LocalStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn reads_are_requests(&self) -> bool {
+        false
+    }
+
+    fn probe(&self) -> Result<()> {
+        fs::metadata(&self.root).map_err(Error::io_at("opening store", &self.root))?;
+        Ok(())
+    }
+
+    fn puts_in_flight(&self) -> usize {
+        1
+    }
+
+    fn begin_put_pack(&self, sealed: &SealedPack) -> PendingPut {
+        PendingPut::done(self.put_pack(sealed).inspect_err(|_| {
+            let _ = fs::remove_file(&sealed.tmp_path);
+        }))
+    }
+
+    fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        LocalStore::list_packs(self)
+    }
+
+    fn pack_size(&self, id: PackId) -> Result<Option<u64>> {
+        LocalStore::pack_size(self, id)
+    }
+
+    fn read_pack_range(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        LocalStore::read_pack_range(self, id, offset, len)
+    }
+
+    /// Ask the kernel to read the chunks into its page cache, neighbours within 1 MiB of
+    /// each other in one range.
+    fn advise_chunks(&self, chunks: &[(PackId, u64, u64)]) {
+        let mut run: Option<(PackId, u64, u64)> = None;
+        for &(pack, off, len) in chunks {
+            match &mut run {
+                Some((p, start, end)) if *p == pack && off >= *start && off <= *end + (1 << 20) => {
+                    *end = (*end).max(off + len)
+                }
+                _ => {
+                    if let Some((p, start, end)) = run.take() {
+                        self.advise_pack_range(p, start, end - start);
+                    }
+                    run = Some((pack, off, off + len));
+                }
+            }
+        }
+        if let Some((p, start, end)) = run {
+            self.advise_pack_range(p, start, end - start);
+        }
+    }
+
+    fn read_pack(&self, id: PackId) -> Result<Vec<u8>> {
+        LocalStore::read_pack(self, id)
+    }
+
+    fn read_pack_index(&self, id: PackId) -> Result<Vec<IndexEntry>> {
+        LocalStore::read_pack_index(self, id)
+    }
+
+    fn remove_pack(&self, id: PackId) -> Result<()> {
+        LocalStore::remove_pack(self, id)
+    }
+
+    fn put_manifest(&self, root: RootHash, bytes: &[u8]) -> Result<()> {
+        LocalStore::put_manifest(self, root, bytes)
+    }
+
+    fn put_manifest_file(&self, root: RootHash, tmp: &Path) -> Result<()> {
+        LocalStore::put_manifest_file(self, root, tmp)
+    }
+
+    fn get_manifest(&self, root: RootHash) -> Result<Option<Vec<u8>>> {
+        LocalStore::get_manifest(self, root)
+    }
+
+    fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
+        LocalStore::create_ref(self, kind, name, version, root)
+    }
+
+    fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {
+        LocalStore::remove_ref(self, kind, name, version)
+    }
+
+    fn read_ref(&self, kind: &str, name: &str, version: &str) -> Result<Option<RootHash>> {
+        LocalStore::read_ref(self, kind, name, version)
+    }
+
+    fn list_refs(&self) -> Result<Vec<StoredRef>> {
+        LocalStore::list_refs(self)
+    }
+
+    fn put_object(&self, key: &str, bytes: &[u8], kind: PutKind) -> Result<bool> {
+        self.put_key(key, bytes, kind)
+    }
+
+    fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        LocalStore::get_object(self, key)
+    }
+
+    fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.root.join(key);
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(object_info(key.to_string(), &m))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("reading", &path, e)),
+        }
+    }
+
+    fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let top = self.root.join(prefix);
+        for e in walkdir::WalkDir::new(&top).follow_links(false) {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
+                Err(e) => return Err(Error::io("listing", &top, e.into())),
+            };
+            let hidden = e.file_name().to_str().is_none_or(|n| n.starts_with('.'));
+            if !e.file_type().is_file() || hidden {
+                continue;
+            }
+            let Some(key) = e.path().strip_prefix(&self.root).ok().and_then(|k| k.to_str()) else {
+                continue;
+            };
+            let m = e.metadata().map_err(|err| Error::io("reading", e.path(), err.into()))?;
+            out.push(object_info(key.to_string(), &m));
+        }
+        Ok(out)
+    }
+
+    fn delete_object(&self, key: &str) -> Result<()> {
+        let path = self.root.join(key);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("key has a parent")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("removing", &path, e)),
+        }
+    }
+}
+
+/// An object's listing entry from its file's metadata (mtime in whole seconds, as an object
+/// store's `Last-Modified`).
+fn object_info(key: String, m: &fs::Metadata) -> ObjectInfo {
+    use std::os::unix::fs::MetadataExt;
+    ObjectInfo {
+        key,
+        size: m.len(),
+        modified: m.mtime(),
     }
 }
 

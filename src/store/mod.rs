@@ -1,7 +1,8 @@
 //! The chunk store: packs, manifests and refs, as immutable named objects.
 //!
-//! Owns: the one `Store` type the rest of the library talks to, and which backend serves a
-//! store URL. `file://` is [`local::LocalStore`], a folder read with positional reads;
+//! Owns: the one `Store` type the rest of the library talks to, the [`Backend`] contract
+//! every backend keeps, and which backend serves a store URL. `file://` is
+//! [`local::LocalStore`], a folder read with positional reads;
 //! `s3://`, `gs://` and `az://` are [`remote::RemoteStore`], an `object_store` client with
 //! its own tokio runtime and an on-disk cache of the pack byte ranges (chunks) it read. Both keep the same layout
 //! (`packs/<2 hex>/<hash>.pack`, `manifests/<root>.json`, `refs/<kind>/<name>/<version>`)
@@ -9,6 +10,7 @@
 //! created once and never rewritten.
 //! Never: interprets chunk bytes or touches the catalog.
 
+mod backend;
 mod extents;
 mod local;
 mod remote;
@@ -16,13 +18,14 @@ mod url;
 
 use std::path::Path;
 
+pub use backend::{prove_create_only, Backend, ObjectInfo, PutKind};
 pub use local::LocalStore;
 pub use remote::{RemoteStats, RemoteStore};
 pub use url::StoreUrl;
 
 use crate::config::RemoteConfig;
 use crate::dataset::DatasetName;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{PackId, RootHash};
 use crate::pack::{self, IndexEntry, SealedPack};
 
@@ -56,14 +59,10 @@ pub struct StoredRef {
     pub root: RootHash,
 }
 
-/// A store of either kind.
+/// A store: one [`Backend`] (a local folder or an object store bucket) behind the methods
+/// the rest of the library calls.
 pub struct Store {
-    backend: Backend,
-}
-
-enum Backend {
-    Local(LocalStore),
-    Remote(RemoteStore),
+    backend: Box<dyn Backend>,
 }
 
 /// A pack on its way into the store; [`PendingPut::wait`] returns once it is durable there
@@ -77,6 +76,11 @@ enum Pending {
 }
 
 impl PendingPut {
+    /// A put that has already finished.
+    pub(crate) fn done(result: Result<()>) -> Self {
+        PendingPut(Pending::Done(result))
+    }
+
     /// Block until the pack is durable in the store (or failed to get there).
     pub fn wait(self) -> Result<()> {
         match self.0 {
@@ -90,56 +94,66 @@ impl Store {
     /// Open the store named by `url` for the vault at `vault_dir`: a relative `file://` path
     /// is relative to the vault, and a remote store caches under `<vault>/cache`.
     pub fn open(vault_dir: &Path, url: &StoreUrl, settings: &RemoteConfig) -> Result<Self> {
-        let backend = match url {
+        let backend: Box<dyn Backend> = match url {
             StoreUrl::Local(path) => {
                 let root = if path.is_absolute() {
                     path.clone()
                 } else {
                     vault_dir.join(path)
                 };
-                Backend::Local(LocalStore::open_local(&root)?)
+                Box::new(LocalStore::open_local(&root)?)
             }
-            remote => Backend::Remote(RemoteStore::open(remote, &vault_dir.join("cache"), settings)?),
+            remote => Box::new(RemoteStore::open(remote, &vault_dir.join("cache"), settings)?),
         };
         Ok(Store { backend })
     }
 
-    /// The remote backend, when this store is one.
-    pub fn remote(&self) -> Option<&RemoteStore> {
-        match &self.backend {
-            Backend::Local(_) => None,
-            Backend::Remote(r) => Some(r),
-        }
+    /// A store served by `backend` (tests use this to wrap one).
+    pub fn from_backend(backend: Box<dyn Backend>) -> Self {
+        Store { backend }
     }
 
-    pub fn is_remote(&self) -> bool {
-        self.remote().is_some()
+    /// The backend itself: the object-level contract (generic objects, listings with store
+    /// times) that gc and its leases use.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The store's URL, for messages.
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// Reads are network requests: ask for chunks ahead, avoid whole-pack reads.
+    pub fn reads_are_requests(&self) -> bool {
+        self.backend.reads_are_requests()
+    }
+
+    /// Check the store answers and refuses a second create-only write (for `init`).
+    pub fn probe(&self) -> Result<()> {
+        self.backend.probe()?;
+        backend::prove_create_only(self.backend.as_ref())
+    }
+
+    /// Requests and bytes moved by this process (remote stores only).
+    pub fn remote_stats(&self) -> Option<RemoteStats> {
+        self.backend.stats()
     }
 
     /// Bytes the on-disk cache of a remote store may hold (no effect on a local store).
     pub fn set_cache_capacity(&self, bytes: u64) {
-        if let Some(r) = self.remote() {
-            r.set_cache_capacity(bytes);
-        }
+        self.backend.set_cache_capacity(bytes)
     }
 
     /// How many packs may be on their way into the store at once (1 for a local store,
     /// where publishing is a rename).
     pub fn puts_in_flight(&self) -> usize {
-        match &self.backend {
-            Backend::Local(_) => 1,
-            Backend::Remote(r) => r.uploads_in_flight(),
-        }
+        self.backend.puts_in_flight()
     }
 
     /// Start publishing a sealed pack; its temporary file is consumed either way.
     pub fn begin_put_pack(&self, sealed: &SealedPack) -> PendingPut {
-        PendingPut(match &self.backend {
-            Backend::Local(l) => Pending::Done(l.put_pack(sealed).inspect_err(|_| {
-                let _ = std::fs::remove_file(&sealed.tmp_path);
-            })),
-            Backend::Remote(r) => Pending::Remote(r.begin_upload(sealed)),
-        })
+        self.backend.begin_put_pack(sealed)
     }
 
     /// Publish a sealed pack and wait until it is durable.
@@ -149,26 +163,17 @@ impl Store {
 
     /// Every pack in the store with its size.
     pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
-        match &self.backend {
-            Backend::Local(l) => l.list_packs(),
-            Backend::Remote(r) => r.list_packs(),
-        }
+        self.backend.list_packs()
     }
 
     /// Size of a pack, or `None` when it is missing.
     pub fn pack_size(&self, id: PackId) -> Result<Option<u64>> {
-        match &self.backend {
-            Backend::Local(l) => l.pack_size(id),
-            Backend::Remote(r) => r.pack_size(id),
-        }
+        self.backend.pack_size(id)
     }
 
     /// `len` bytes at `offset` of a pack.
     pub fn read_pack_range(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
-        match &self.backend {
-            Backend::Local(l) => l.read_pack_range(id, offset, len),
-            Backend::Remote(r) => r.read_pack_range(id, offset, len),
-        }
+        self.backend.read_pack_range(id, offset, len)
     }
 
     /// Start fetching the stored bytes of chunks, `(pack, offset, stored length)` in the
@@ -178,28 +183,7 @@ impl Store {
     /// them into its cache, chunks that follow each other in a pack in one GET, so the later
     /// [`Store::read_chunk`]s of exactly these ranges find them there.
     pub fn advise_chunks(&self, chunks: &[(PackId, u64, u64)]) {
-        match &self.backend {
-            Backend::Local(l) => {
-                let mut run: Option<(PackId, u64, u64)> = None;
-                for &(pack, off, len) in chunks {
-                    match &mut run {
-                        Some((p, start, end)) if *p == pack && off >= *start && off <= *end + (1 << 20) => {
-                            *end = (*end).max(off + len)
-                        }
-                        _ => {
-                            if let Some((p, start, end)) = run.take() {
-                                l.advise_pack_range(p, start, end - start);
-                            }
-                            run = Some((pack, off, off + len));
-                        }
-                    }
-                }
-                if let Some((p, start, end)) = run {
-                    l.advise_pack_range(p, start, end - start);
-                }
-            }
-            Backend::Remote(r) => r.prefetch(chunks),
-        }
+        self.backend.advise_chunks(chunks)
     }
 
     /// Read one chunk and check it against its hash.
@@ -210,60 +194,39 @@ impl Store {
 
     /// A whole pack's bytes (for verification).
     pub fn read_pack(&self, id: PackId) -> Result<Vec<u8>> {
-        match &self.backend {
-            Backend::Local(l) => l.read_pack(id),
-            Backend::Remote(r) => r.read_pack(id),
-        }
+        self.backend.read_pack(id)
     }
 
     /// Just the index of a pack.
     pub fn read_pack_index(&self, id: PackId) -> Result<Vec<IndexEntry>> {
-        match &self.backend {
-            Backend::Local(l) => l.read_pack_index(id),
-            Backend::Remote(r) => r.read_pack_index(id),
-        }
+        self.backend.read_pack_index(id)
     }
 
     /// The indexes of many packs of known sizes, in the order given (a remote store reads
     /// several at once).
     pub fn read_pack_indexes(&self, packs: &[(PackId, u64)]) -> Vec<Result<Vec<IndexEntry>>> {
-        match &self.backend {
-            Backend::Local(l) => packs.iter().map(|(id, _)| l.read_pack_index(*id)).collect(),
-            Backend::Remote(r) => r.read_pack_indexes(packs),
-        }
+        self.backend.read_pack_indexes(packs)
     }
 
     /// Remove a pack (only `gc` and recovery of damaged temporary state call this).
     pub fn remove_pack(&self, id: PackId) -> Result<()> {
-        match &self.backend {
-            Backend::Local(l) => l.remove_pack(id),
-            Backend::Remote(r) => r.remove_pack(id),
-        }
+        self.backend.remove_pack(id)
     }
 
     /// Store a manifest durably (content-addressed: an existing one is left as is).
     pub fn put_manifest(&self, root: RootHash, bytes: &[u8]) -> Result<()> {
-        match &self.backend {
-            Backend::Local(l) => l.put_manifest(root, bytes),
-            Backend::Remote(r) => r.put_manifest(root, bytes),
-        }
+        self.backend.put_manifest(root, bytes)
     }
 
     /// Publish a fully written, fsynced manifest file (or drop it if present); the file is
     /// consumed.
     pub fn put_manifest_file(&self, root: RootHash, tmp: &Path) -> Result<()> {
-        match &self.backend {
-            Backend::Local(l) => l.put_manifest_file(root, tmp),
-            Backend::Remote(r) => r.put_manifest_file(root, tmp),
-        }
+        self.backend.put_manifest_file(root, tmp)
     }
 
     /// A manifest's bytes, or `None` when missing.
     pub fn get_manifest(&self, root: RootHash) -> Result<Option<Vec<u8>>> {
-        match &self.backend {
-            Backend::Local(l) => l.get_manifest(root),
-            Backend::Remote(r) => r.get_manifest(root),
-        }
+        self.backend.get_manifest(root)
     }
 
     /// Publish the lineage record of `kind/name@version` with root `root` (an existing one is
@@ -271,51 +234,46 @@ impl Store {
     /// has its lineage in the store.
     pub fn put_lineage(&self, kind: &str, name: &str, version: &str, root: RootHash, bytes: &[u8]) -> Result<()> {
         let key = lineage_key(kind, name, version, root);
-        match &self.backend {
-            Backend::Local(l) => l.put_object_once(&key, bytes),
-            Backend::Remote(r) => r.put_object_once(&key, bytes),
-        }
+        self.backend.put_object(&key, bytes, PutKind::Create).map(|_| ())
     }
 
     /// The lineage record of `kind/name@version` with root `root`, if the store has one.
     pub fn get_lineage(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<Option<Vec<u8>>> {
-        let key = lineage_key(kind, name, version, root);
-        match &self.backend {
-            Backend::Local(l) => l.get_object(&key),
-            Backend::Remote(r) => r.get_object(&key),
-        }
+        self.backend.get_object(&lineage_key(kind, name, version, root))
     }
 
     /// Create `refs/<kind>/<name>/<version>` naming `root`, never overwriting.
     pub fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
-        match &self.backend {
-            Backend::Local(l) => l.create_ref(kind, name, version, root),
-            Backend::Remote(r) => r.create_ref(kind, name, version, root),
-        }
+        self.backend.create_ref(kind, name, version, root)
     }
 
     /// Delete a ref (only `rm` of a dataset calls this). A missing ref is not an error.
     pub fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {
-        match &self.backend {
-            Backend::Local(l) => l.remove_ref(kind, name, version),
-            Backend::Remote(r) => r.remove_ref(kind, name, version),
-        }
+        self.backend.remove_ref(kind, name, version)
     }
 
     /// The root a ref names, or `None`.
     pub fn read_ref(&self, kind: &str, name: &str, version: &str) -> Result<Option<RootHash>> {
-        match &self.backend {
-            Backend::Local(l) => l.read_ref(kind, name, version),
-            Backend::Remote(r) => r.read_ref(kind, name, version),
-        }
+        self.backend.read_ref(kind, name, version)
     }
 
     /// Every ref in the store.
     pub fn list_refs(&self) -> Result<Vec<StoredRef>> {
-        match &self.backend {
-            Backend::Local(l) => l.list_refs(),
-            Backend::Remote(r) => r.list_refs(),
-        }
+        self.backend.list_refs()
+    }
+
+    /// The store's clock now, in seconds since the epoch: the time the store stamps on an
+    /// object written now (written, read back, deleted). Machines compare times only
+    /// through this, so their own clocks never matter.
+    pub fn server_time(&self) -> Result<i64> {
+        let key = format!("clock/{}", backend::nonce());
+        self.backend.put_object(&key, b"", PutKind::Overwrite)?;
+        let info = self.backend.head_object(&key);
+        let _ = self.backend.delete_object(&key);
+        info?.map(|i| i.modified).ok_or_else(|| Error::UploadCheck {
+            location: format!("{}/{key}", self.describe()),
+            detail: "has no object there right after writing it".into(),
+        })
     }
 }
 

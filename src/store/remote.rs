@@ -26,8 +26,9 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use serde::Serialize;
 
+use super::backend::{Backend, ObjectInfo, PutKind};
 use super::extents::{ExtentCache, ExtentKey};
-use super::{manifest_key, pack_key, parse_ref, ref_key, RefOutcome, StoreUrl, StoredRef};
+use super::{manifest_key, pack_key, parse_ref, ref_key, Pending, PendingPut, RefOutcome, StoreUrl, StoredRef};
 use crate::config::RemoteConfig;
 use crate::error::{Error, Result};
 use crate::id::{PackId, RootHash};
@@ -373,14 +374,19 @@ impl RemoteStore {
         })
     }
 
-    /// Write `key` create-only (an existing object is left as is), then read it back.
-    pub fn put_object_once(&self, key: &str, bytes: &[u8]) -> Result<()> {
+    /// Write `key` (create-only: `Ok(false)` when an object is there), then read it back.
+    pub fn put_key(&self, key: &str, bytes: &[u8], kind: PutKind) -> Result<bool> {
         let inner = &self.inner;
+        let mode = match kind {
+            PutKind::Create => PutMode::Create,
+            PutKind::Overwrite => PutMode::Overwrite,
+        };
         self.rt.block_on(async {
-            if inner.put(key, Bytes::copy_from_slice(bytes), PutMode::Create).await? {
+            let written = inner.put(key, Bytes::copy_from_slice(bytes), mode).await?;
+            if written {
                 inner.check_read_back(key, bytes).await?;
             }
-            Ok(())
+            Ok(written)
         })
     }
 
@@ -419,6 +425,139 @@ impl RemoteStore {
             }
             Ok(out)
         })
+    }
+}
+
+impl Backend for RemoteStore {
+    fn describe(&self) -> String {
+        self.inner.url.to_string()
+    }
+
+    fn reads_are_requests(&self) -> bool {
+        true
+    }
+
+    fn probe(&self) -> Result<()> {
+        RemoteStore::probe(self)
+    }
+
+    fn stats(&self) -> Option<RemoteStats> {
+        Some(RemoteStore::stats(self))
+    }
+
+    fn set_cache_capacity(&self, bytes: u64) {
+        RemoteStore::set_cache_capacity(self, bytes)
+    }
+
+    fn puts_in_flight(&self) -> usize {
+        self.uploads_in_flight()
+    }
+
+    fn begin_put_pack(&self, sealed: &SealedPack) -> PendingPut {
+        PendingPut(Pending::Remote(self.begin_upload(sealed)))
+    }
+
+    fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        RemoteStore::list_packs(self)
+    }
+
+    fn pack_size(&self, id: PackId) -> Result<Option<u64>> {
+        RemoteStore::pack_size(self, id)
+    }
+
+    fn read_pack_range(&self, id: PackId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        RemoteStore::read_pack_range(self, id, offset, len)
+    }
+
+    fn advise_chunks(&self, chunks: &[(PackId, u64, u64)]) {
+        self.prefetch(chunks)
+    }
+
+    fn read_pack(&self, id: PackId) -> Result<Vec<u8>> {
+        RemoteStore::read_pack(self, id)
+    }
+
+    fn read_pack_index(&self, id: PackId) -> Result<Vec<IndexEntry>> {
+        RemoteStore::read_pack_index(self, id)
+    }
+
+    fn read_pack_indexes(&self, packs: &[(PackId, u64)]) -> Vec<Result<Vec<IndexEntry>>> {
+        RemoteStore::read_pack_indexes(self, packs)
+    }
+
+    fn remove_pack(&self, id: PackId) -> Result<()> {
+        self.inner.sizes.lock().expect("sizes lock").remove(&id);
+        RemoteStore::remove_pack(self, id)
+    }
+
+    fn put_manifest(&self, root: RootHash, bytes: &[u8]) -> Result<()> {
+        RemoteStore::put_manifest(self, root, bytes)
+    }
+
+    fn put_manifest_file(&self, root: RootHash, tmp: &Path) -> Result<()> {
+        RemoteStore::put_manifest_file(self, root, tmp)
+    }
+
+    fn get_manifest(&self, root: RootHash) -> Result<Option<Vec<u8>>> {
+        RemoteStore::get_manifest(self, root)
+    }
+
+    fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
+        RemoteStore::create_ref(self, kind, name, version, root)
+    }
+
+    fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {
+        RemoteStore::remove_ref(self, kind, name, version)
+    }
+
+    fn read_ref(&self, kind: &str, name: &str, version: &str) -> Result<Option<RootHash>> {
+        RemoteStore::read_ref(self, kind, name, version)
+    }
+
+    fn list_refs(&self) -> Result<Vec<StoredRef>> {
+        RemoteStore::list_refs(self)
+    }
+
+    fn put_object(&self, key: &str, bytes: &[u8], kind: PutKind) -> Result<bool> {
+        self.put_key(key, bytes, kind)
+    }
+
+    fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        RemoteStore::get_object(self, key)
+    }
+
+    fn head_object(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let inner = &self.inner;
+        let meta = self
+            .rt
+            .block_on(inner.call("checking", key, inner.client.head(&Key::from(key))))?;
+        Ok(meta.map(|m| object_info(&m)))
+    }
+
+    fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let inner = &self.inner;
+        let listed = self.rt.block_on(inner.call("listing", prefix, async {
+            inner
+                .client
+                .list(Some(&Key::from(prefix)))
+                .map_ok(|m| object_info(&m))
+                .try_collect::<Vec<_>>()
+                .await
+        }))?;
+        Ok(listed.unwrap_or_default())
+    }
+
+    fn delete_object(&self, key: &str) -> Result<()> {
+        self.rt.block_on(self.inner.delete(key))
+    }
+}
+
+/// Listing entry of an object: its `Last-Modified` is the store's clock, never ours.
+fn object_info(m: &object_store::ObjectMeta) -> ObjectInfo {
+    ObjectInfo {
+        key: m.location.to_string(),
+        size: m.size,
+        modified: m.last_modified.timestamp(),
     }
 }
 

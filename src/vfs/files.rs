@@ -190,7 +190,7 @@ fn read_file(
     let first = file.chunk_index(offset);
     let last = file.chunk_index(end - 1);
     file.read_ahead(shared, prefetch, offset, end, last);
-    if shared.vault.store().is_remote() {
+    if shared.vault.store().reads_are_requests() {
         for i in first..=last {
             prefetch.follow_pack(shared, file, i);
         }
@@ -359,7 +359,7 @@ impl OpenFile {
             (wanted, advise)
         };
         if let (Some(&a), Some(&b)) = (wanted.first(), wanted.last()) {
-            if shared.vault.store().is_remote() {
+            if shared.vault.store().reads_are_requests() {
                 // Neighbouring chunks in one GET, not one GET per chunk from the prefetch
                 // threads (which then find them in the store's cache).
                 self.advise_chunks(shared, a, b + 1);

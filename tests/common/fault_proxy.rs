@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP/1.1 proxy in front of the real moto server, for the tests of a store
 //! that misbehaves while an ingest uploads: every request still goes to moto, except that
 //! single-request uploads of pack objects are answered with an error or forwarded with their
-//! body cut short. Not a fake S3: moto serves everything the proxy lets through unchanged.
+//! body cut short, or conditional headers are dropped. Not a fake S3: moto serves everything
+//! the proxy lets through unchanged.
 
 #![allow(dead_code)]
 
@@ -18,6 +19,9 @@ pub enum Fault {
     /// Forward with the last `n` bytes of the body dropped (and Content-Length to match), so
     /// the store keeps a short object and says it succeeded.
     ShortenPackPuts(usize),
+    /// Forward every request with its `If-None-Match` header removed: a server that ignores
+    /// create-only PUTs and silently overwrites.
+    IgnoreCreateOnly,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -95,6 +99,15 @@ fn serve(client: TcpStream, upstream_port: u16, fault: Fault, injected: &AtomicU
                 let short = &body[..body.len() - n];
                 upstream.write_all(with_content_length(&head, short.len()).as_bytes())?;
                 upstream.write_all(short)?;
+            }
+            Fault::IgnoreCreateOnly if header(&head, "if-none-match").is_some() => {
+                injected.fetch_add(1, Ordering::SeqCst);
+                let stripped: String = head
+                    .split_inclusive("\r\n")
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("if-none-match:"))
+                    .collect();
+                upstream.write_all(stripped.as_bytes())?;
+                upstream.write_all(&body)?;
             }
             _ => {
                 upstream.write_all(head.as_bytes())?;

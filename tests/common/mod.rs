@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod fault_proxy;
 pub mod mounted;
 pub mod s3;
