@@ -71,6 +71,13 @@ pub enum Error {
     ChangedDuringRead(PathBuf),
     #[error("symlink {} points outside the source tree (to {target:?}); pass --allow-external-symlinks to store it anyway", path.display())]
     ExternalSymlink { path: PathBuf, target: String },
+    /// FIFOs, sockets or device nodes in a workspace being derived (a dataset holds only
+    /// files, folders and symlinks); each is (path in the workspace, what it is).
+    #[error("workspace {workspace} holds special files that a dataset cannot store: {}; remove them, or pass --skip-special to derive without them (nothing was sealed)", list_special(.paths))]
+    SpecialFiles {
+        workspace: String,
+        paths: Vec<(PathBuf, &'static str)>,
+    },
     #[error("chunk {chunk} in pack {pack} is damaged: {detail}")]
     CorruptChunk {
         chunk: ChunkId,
@@ -174,4 +181,10 @@ impl From<rusqlite::Error> for Error {
             _ => Error::Catalog(e),
         }
     }
+}
+
+/// `a/fifo (fifo), b/sock (socket)`.
+fn list_special(paths: &[(PathBuf, &'static str)]) -> String {
+    let items: Vec<String> = paths.iter().map(|(p, k)| format!("{} ({k})", p.display())).collect();
+    items.join(", ")
 }

@@ -612,3 +612,73 @@ fn crash_during_gc_before_the_repack_commit() {
 fn crash_during_gc_before_a_pack_file_is_deleted() {
     gc_crash("gc-before-delete");
 }
+
+/// A FIFO, a socket and (when this machine allows mknod) a character device in the upper
+/// layer of workspace `ws`; returns (path in the workspace, kind) of each, sorted.
+fn special_files(v: &TestVault, ws: &str) -> Vec<(String, String)> {
+    let up = upper(v, ws);
+    fs::create_dir_all(up.join("run")).unwrap();
+    mkfifo(&up.join("run/queue.fifo"));
+    let sock = std::os::unix::net::UnixListener::bind(up.join("run/tb.sock")).unwrap();
+    drop(sock); // the socket file stays
+    let mut want = vec![
+        ("run/queue.fifo".to_string(), "fifo".to_string()),
+        ("run/tb.sock".to_string(), "socket".to_string()),
+    ];
+    let dev = std::ffi::CString::new(up.join("null").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) } == 0 {
+        want.push(("null".to_string(), "character device".to_string()));
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root: mknod must work");
+    }
+    want.sort();
+    want
+}
+
+#[test]
+fn derive_refuses_special_files_and_names_each() {
+    let (_tmp, _src, v) = fresh_base(3, 1000);
+    v.run(["workspace", "new", "job", "--base", "gold/base@v1"]).ok();
+    write_file(&upper(&v, "job"), "out/model.bin", b"weights");
+    let special = special_files(&v, "job");
+    let mut needles = vec!["job", "--skip-special"];
+    for (path, kind) in &special {
+        needles.push(path);
+        needles.push(kind);
+    }
+    derive(&v, "job", "job", "v1", &[]).failed().mentions(&needles);
+    assert!(!v.datasets().contains(&"derived/job@v1".to_string()), "nothing sealed");
+    v.verify();
+}
+
+#[test]
+fn derive_with_skip_special_leaves_them_out_and_lists_them() {
+    let (_tmp, src, v) = fresh_base(3, 1000);
+    v.run(["workspace", "new", "job", "--base", "gold/base@v1"]).ok();
+    write_file(&upper(&v, "job"), "out/model.bin", b"weights");
+    let special = special_files(&v, "job");
+
+    let r = derive(&v, "job", "job", "v1", &["--skip-special"]).ok().json();
+    let mut skipped: Vec<(String, String)> = r["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (string(s, "path"), string(s, "reason")))
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped, special);
+    let mut expected = tree(&src);
+    expected.insert("out".into(), ("dir", Vec::new()));
+    expected.insert("out/model.bin".into(), ("file", b"weights".to_vec()));
+    expected.insert("run".into(), ("dir", Vec::new()));
+    assert_eq!(exported(&v, "derived/job@v1"), expected);
+
+    // Without --json each skipped file is a warning naming it.
+    let mut needles = vec!["skipped"];
+    needles.extend(special.iter().map(|(p, _)| p.as_str()));
+    v.run(["derive", "job", "--name", "job", "--version", "v2", "--skip-special"])
+        .ok()
+        .mentions(&needles);
+    v.verify();
+}

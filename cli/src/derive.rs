@@ -32,6 +32,10 @@ pub struct DeriveArgs {
     /// as they are, instead of refusing them.
     #[arg(long)]
     allow_external_symlinks: bool,
+    /// Leave FIFOs, sockets and device nodes out of the dataset (they are listed as
+    /// skipped) instead of refusing the derive.
+    #[arg(long)]
+    skip_special: bool,
 }
 
 #[derive(Args, Debug)]
@@ -45,6 +49,7 @@ pub fn derive(g: &Globals, a: DeriveArgs) -> Result<i32> {
     let mut opts = DeriveOptions::new(&a.workspace, &a.name, &a.version)?;
     opts.command = a.command;
     opts.allow_external_symlinks = a.allow_external_symlinks;
+    opts.skip_special = a.skip_special;
     if let Some(t) = a.threads {
         opts.threads = t.max(1);
     }

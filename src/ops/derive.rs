@@ -48,6 +48,9 @@ pub struct DeriveOptions {
     /// Store symlinks of the upper layer that point outside it (absolute, or `..` beyond
     /// the top) as they are, like `ingest --allow-external-symlinks`; refused otherwise.
     pub allow_external_symlinks: bool,
+    /// Leave FIFOs, sockets and device nodes of the upper layer out of the dataset (listed
+    /// in [`DeriveReport::skipped`]); refused with [`Error::SpecialFiles`] otherwise.
+    pub skip_special: bool,
     /// Worker threads for the upper layer (default: available cores).
     pub threads: usize,
 }
@@ -60,6 +63,7 @@ impl DeriveOptions {
             command: None,
             run: None,
             allow_external_symlinks: false,
+            skip_special: false,
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         })
     }
@@ -85,6 +89,7 @@ pub struct DeriveReport {
     pub files_referenced: u64,
     /// Files read from the upper layer.
     pub files_from_upper: u64,
+    /// What was left out (special files, with `skip_special`), by path in the workspace.
     pub skipped: Vec<SkippedFile>,
     /// The dataset already existed with this exact content; nothing was sealed.
     pub already_present: bool,
@@ -109,6 +114,12 @@ pub fn derive(vault: &Vault, opts: &DeriveOptions, progress: &dyn Progress) -> R
     let _lock = vault.lock_writer()?;
     let catalog = vault.catalog()?;
     let layers = Layers::load(&catalog, &ws, &upper)?;
+    if !layers.special.is_empty() && !opts.skip_special {
+        return Err(Error::SpecialFiles {
+            workspace: ws.name.clone(),
+            paths: layers.special.clone(),
+        });
+    }
     let lineage = lineage_record(&ws, opts, crate::catalog::now_secs());
     let dataset_id = ingest::begin(vault, &catalog, &opts.name, &format!("workspace:{}", ws.name))?;
     let result = seal_merged_view(vault, &catalog, dataset_id, opts, &layers, &lineage, progress);
@@ -128,7 +139,14 @@ pub fn derive(vault: &Vault, opts: &DeriveOptions, progress: &dyn Progress) -> R
             new_chunks: t.new_chunks,
             files_referenced: t.referenced,
             files_from_upper: t.files - t.referenced,
-            skipped: t.skipped,
+            skipped: t
+                .skipped
+                .into_iter()
+                .map(|s| SkippedFile {
+                    path: s.path.strip_prefix(&upper).map(Path::to_path_buf).unwrap_or(s.path),
+                    reason: s.reason,
+                })
+                .collect(),
             already_present,
             seconds: started.elapsed().as_secs_f64(),
         }),
@@ -246,15 +264,19 @@ struct Layers {
     bases: Vec<DatasetRow>,
     /// Every path in the upper layer, with whether it is a folder.
     upper: HashMap<Vec<u8>, bool>,
+    /// FIFOs, sockets and device nodes of the upper layer (path, what it is).
+    special: Vec<(PathBuf, &'static str)>,
     whiteouts: BTreeSet<Vec<u8>>,
 }
 
 impl Layers {
     fn load(catalog: &Catalog, ws: &Workspace, upper: &Path) -> Result<Layers> {
+        let (paths, special) = upper_paths(upper)?;
         Ok(Layers {
             upper_dir: upper.to_path_buf(),
             bases: ws.bases.clone(),
-            upper: upper_paths(upper)?,
+            upper: paths,
+            special,
             whiteouts: ws.whiteouts(catalog)?.into_iter().collect(),
         })
     }
@@ -318,9 +340,13 @@ fn reference(mut e: Entry) -> Entry {
     e
 }
 
-/// Every path under the upper layer (metadata only), with whether it is a folder.
-fn upper_paths(upper: &Path) -> Result<HashMap<Vec<u8>, bool>> {
+/// Every path under the upper layer (metadata only), with whether it is a folder, and the
+/// special files among them.
+type UpperPaths = (HashMap<Vec<u8>, bool>, Vec<(PathBuf, &'static str)>);
+
+fn upper_paths(upper: &Path) -> Result<UpperPaths> {
     let mut paths = HashMap::new();
+    let mut special = Vec::new();
     for item in walkdir::WalkDir::new(upper).follow_links(false).min_depth(1) {
         let item = item.map_err(|e| Error::Unreadable {
             path: e.path().unwrap_or(upper).to_path_buf(),
@@ -330,7 +356,16 @@ fn upper_paths(upper: &Path) -> Result<HashMap<Vec<u8>, bool>> {
             .path()
             .strip_prefix(upper)
             .expect("walk stays under the upper layer");
-        paths.insert(rel.as_os_str().as_bytes().to_vec(), item.file_type().is_dir());
+        let ft = item.file_type();
+        if !(ft.is_dir() || ft.is_file() || ft.is_symlink()) {
+            let meta = item.metadata().map_err(|e| Error::Unreadable {
+                path: item.path().to_path_buf(),
+                source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("stat")),
+            })?;
+            special.push((rel.to_path_buf(), ingest::special_kind(&meta)));
+        }
+        paths.insert(rel.as_os_str().as_bytes().to_vec(), ft.is_dir());
     }
-    Ok(paths)
+    special.sort();
+    Ok((paths, special))
 }

@@ -11,7 +11,7 @@ mod walk;
 mod worker;
 pub(crate) mod writer;
 
-pub use walk::symlink_leaves_tree;
+pub use walk::{special_kind, symlink_leaves_tree};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

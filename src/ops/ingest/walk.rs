@@ -149,7 +149,8 @@ fn walk_inner(
     Ok(())
 }
 
-fn special_kind(meta: &std::fs::Metadata) -> &'static str {
+/// What a special file is (`fifo`, `socket`, `block device`, `character device`).
+pub fn special_kind(meta: &std::fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let ft = meta.file_type();
     if ft.is_fifo() {
