@@ -16,8 +16,7 @@ mod reader;
 mod sink;
 mod writer;
 
-pub(crate) use reader::{parse_footer, read_index_with};
-pub use reader::{parse_index, read_index_from_file, verify_pack_bytes, PackDamage};
+pub use reader::{parse_footer, parse_index, read_index_from_file, read_index_with, verify_pack_bytes, PackDamage};
 pub use writer::{PackWriter, SealedPack};
 
 use std::borrow::Cow;
@@ -31,6 +30,9 @@ pub(crate) const PACK_VERSION: u32 = 1;
 pub(crate) const HEADER_LEN: u64 = 16;
 pub(crate) const ENTRY_LEN: usize = 56;
 pub(crate) const FOOTER_LEN: usize = 56;
+/// No chunk is larger (`config` allows a chunker maximum of at most 16 MiB): an index entry
+/// claiming more is damage, and decoding never allocates more for one chunk.
+pub(crate) const MAX_RAW_CHUNK: u32 = 1 << 24;
 
 /// How a chunk's bytes are stored in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

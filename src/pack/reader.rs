@@ -1,4 +1,10 @@
 //! Reading a pack's index and checking a whole pack.
+//!
+//! Every offset, length and count read from a pack is checked before it is used: sums and
+//! products are checked (never wrapping), and nothing is allocated or sliced from a value
+//! the file gave until it is known to lie inside the pack. Packs come from a bucket that
+//! other machines write (`sync` indexes them), so a damaged or hostile pack must end in
+//! `Error::CorruptPack`, never a panic or a huge allocation. `fuzz/` fuzzes these parsers.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -9,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 
 /// Parse the footer from a pack's last [`FOOTER_LEN`] bytes: (index offset, chunk count).
-pub(crate) fn parse_footer(pack: PackId, footer: &[u8]) -> Result<(u64, usize, [u8; 32])> {
+pub fn parse_footer(pack: PackId, footer: &[u8]) -> Result<(u64, usize, [u8; 32])> {
     let bad = |d: &str| Error::CorruptPack {
         pack,
         detail: d.to_string(),
@@ -35,10 +41,12 @@ fn parse_entries(
     index_hash: &[u8; 32],
 ) -> Result<Vec<IndexEntry>> {
     let bad = |d: String| Error::CorruptPack { pack, detail: d };
-    if index.len() != count * ENTRY_LEN || blake3::hash(index).as_bytes() != index_hash {
+    if Some(index.len()) != count.checked_mul(ENTRY_LEN) || blake3::hash(index).as_bytes() != index_hash {
         return Err(bad("index does not match its hash".into()));
     }
-    let data_end = size - FOOTER_LEN as u64 - index.len() as u64;
+    let data_end = size
+        .checked_sub(FOOTER_LEN as u64 + index.len() as u64)
+        .ok_or_else(|| bad("index larger than the pack".into()))?;
     index
         .chunks_exact(ENTRY_LEN)
         .map(|e| {
@@ -49,7 +57,12 @@ fn parse_entries(
                 raw_len: u32::from_le_bytes(e[44..48].try_into().unwrap()),
                 codec: Codec::from_u8(e[48]).ok_or_else(|| bad(format!("unknown codec {}", e[48])))?,
             };
-            if entry.offset < HEADER_LEN || entry.offset + entry.stored_len as u64 > data_end {
+            if entry.raw_len > super::MAX_RAW_CHUNK || (entry.codec == Codec::Raw && entry.raw_len != entry.stored_len)
+            {
+                return Err(bad(format!("chunk {} has an impossible length", entry.chunk)));
+            }
+            let end = entry.offset.checked_add(entry.stored_len as u64);
+            if entry.offset < HEADER_LEN || end.is_none_or(|end| end > data_end) {
                 return Err(bad(format!("chunk {} lies outside the pack", entry.chunk)));
             }
             Ok(entry)
@@ -73,16 +86,17 @@ pub fn parse_index(pack: PackId, bytes: &[u8]) -> Result<Vec<IndexEntry>> {
     }
     let (index_offset, count, index_hash) = parse_footer(pack, &bytes[bytes.len() - FOOTER_LEN..])?;
     let index_end = bytes.len() - FOOTER_LEN;
-    if index_offset as usize > index_end {
-        return Err(Error::CorruptPack {
+    let index_start = usize::try_from(index_offset)
+        .ok()
+        .filter(|&start| start >= HEADER_LEN as usize && start <= index_end)
+        .ok_or_else(|| Error::CorruptPack {
             pack,
-            detail: "index offset past the end".into(),
-        });
-    }
+            detail: "index offset outside the pack".into(),
+        })?;
     parse_entries(
         pack,
         bytes.len() as u64,
-        &bytes[index_offset as usize..index_end],
+        &bytes[index_start..index_end],
         count,
         &index_hash,
     )
@@ -102,7 +116,7 @@ pub fn read_index_from_file(pack: PackId, path: &Path) -> Result<Vec<IndexEntry>
 
 /// Read just the index of a pack of `size` bytes through `read_at(offset, len)` (footer,
 /// then index): how a pack in a file or behind ranged requests is indexed.
-pub(crate) fn read_index_with(
+pub fn read_index_with(
     pack: PackId,
     size: u64,
     mut read_at: impl FnMut(u64, usize) -> Result<Vec<u8>>,
@@ -115,14 +129,19 @@ pub(crate) fn read_index_with(
     }
     let footer = read_at(size - FOOTER_LEN as u64, FOOTER_LEN)?;
     let (index_offset, count, index_hash) = parse_footer(pack, &footer)?;
-    let index_len = (count * ENTRY_LEN) as u64;
-    if index_offset + index_len + FOOTER_LEN as u64 != size {
+    let index_len = count.checked_mul(ENTRY_LEN);
+    let ends_at_footer = index_len
+        .and_then(|len| index_offset.checked_add(len as u64))
+        .and_then(|end| end.checked_add(FOOTER_LEN as u64))
+        == Some(size);
+    if !ends_at_footer || index_offset < HEADER_LEN {
         return Err(Error::CorruptPack {
             pack,
             detail: "index does not end at the footer".into(),
         });
     }
-    let index = read_at(index_offset, index_len as usize)?;
+    // Bounded by the pack's real size, checked just above.
+    let index = read_at(index_offset, index_len.unwrap_or(0))?;
     parse_entries(pack, size, &index, count, &index_hash)
 }
 
@@ -200,5 +219,43 @@ mod tests {
         assert!(damage.hash_mismatch);
         assert_eq!(damage.bad_chunks, vec![victim.chunk]);
         assert!(parse_index(sealed.id, &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A footer or index entry whose numbers wrap around u64 is refused, never trusted.
+    #[test]
+    fn offsets_that_overflow_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = PackWriter::create(dir.path()).unwrap();
+        let policy = CompressPolicy {
+            level: 0,
+            min_saving_percent: 10,
+        };
+        writer
+            .add(&encode_chunk(ChunkId::of(b"abc"), b"abc", policy).unwrap())
+            .unwrap();
+        let sealed = writer.seal().unwrap();
+        let bytes = std::fs::read(&sealed.tmp_path).unwrap();
+        let footer_at = bytes.len() - FOOTER_LEN;
+        let index_at = footer_at - ENTRY_LEN;
+        let read = |b: &[u8]| read_index_with(sealed.id, b.len() as u64, |o, l| Ok(b[o as usize..][..l].to_vec()));
+        // Index offset near u64::MAX: `offset + len + footer` would wrap to the size.
+        let mut b = bytes.clone();
+        let wrapped = u64::MAX - ENTRY_LEN as u64 - FOOTER_LEN as u64 + 1 + b.len() as u64;
+        b[footer_at..footer_at + 8].copy_from_slice(&wrapped.to_le_bytes());
+        assert!(parse_index(sealed.id, &b).is_err());
+        assert!(read(&b).is_err());
+        // A chunk offset near u64::MAX with a valid index hash: offset + length wraps.
+        let mut b = bytes.clone();
+        b[index_at + 32..index_at + 40].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+        let hash = *blake3::hash(&b[index_at..footer_at]).as_bytes();
+        b[footer_at + 16..footer_at + 48].copy_from_slice(&hash);
+        assert!(matches!(parse_index(sealed.id, &b), Err(Error::CorruptPack { .. })));
+        assert!(read(&b).is_err());
+        assert!(verify_pack_bytes(sealed.id, &b).unreadable_index.is_some());
+        // A chunk count whose index would be larger than the pack.
+        let mut b = bytes.clone();
+        b[footer_at + 8..footer_at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse_index(sealed.id, &b).is_err());
+        assert!(read(&b).is_err());
     }
 }
