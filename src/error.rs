@@ -13,8 +13,52 @@ use crate::id::{ChunkId, PackId};
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything the library can fail with.
+/// A catalog (SQLite) failure: what callers branch on, and SQLite's message. The SQLite
+/// error itself stays private (the catalog makes these), so upgrading SQLite never changes
+/// this API.
+#[derive(Debug)]
+pub struct CatalogError {
+    kind: CatalogErrorKind,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// What kind of catalog failure it was, as far as callers act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CatalogErrorKind {
+    /// A UNIQUE (or other) constraint refused a write.
+    Constraint,
+    /// Another connection held the lock past the busy timeout.
+    Busy,
+    Other,
+}
+
+impl CatalogError {
+    pub(crate) fn new(kind: CatalogErrorKind, source: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        CatalogError { kind, source }
+    }
+
+    pub fn kind(&self) -> CatalogErrorKind {
+        self.kind
+    }
+}
+
+impl std::fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.source.fmt(f)
+    }
+}
+
+impl std::error::Error for CatalogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Everything the library can fail with. New variants may be added in any release, so a
+/// `match` outside this crate needs a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{action} {}: {source}", path.display())]
     Io {
@@ -26,9 +70,16 @@ pub enum Error {
     #[error("no space left on the device holding {}: free some space or move the vault (--vault) and run the command again; nothing was sealed", path.display())]
     NoSpace { path: PathBuf },
     #[error("catalog: {0}")]
-    Catalog(rusqlite::Error),
+    Catalog(CatalogError),
     #[error("{0}")]
     Config(String),
+    #[error("{} already holds a vault", .0.display())]
+    VaultExists(PathBuf),
+    #[error("manifest {0} is missing from the store")]
+    MissingManifest(crate::id::RootHash),
+    /// Sealing found its pending row gone or sealed already (another process cleared it).
+    #[error("dataset row {0} was not pending when sealing")]
+    NotPending(i64),
     #[error("no vault at {}: create one with `dsvault init` (or `dsvault ingest`, which creates it)", .0.display())]
     NoVault(PathBuf),
     #[error("vault format {found} at {} is newer than this dsvault understands ({supported}); upgrade dsvault", path.display())]
@@ -165,21 +216,9 @@ impl Error {
         move |e| Error::io(action, path, e)
     }
 
-    /// True when SQLite refused a write for a UNIQUE (or other) constraint.
+    /// True when the catalog refused a write for a UNIQUE (or other) constraint.
     pub fn is_constraint_violation(&self) -> bool {
-        matches!(self, Error::Catalog(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation)
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    /// A full disk under the catalog gets the same actionable message as a full disk anywhere.
-    fn from(e: rusqlite::Error) -> Self {
-        match &e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => Error::NoSpace {
-                path: PathBuf::from("the catalog (catalog.db)"),
-            },
-            _ => Error::Catalog(e),
-        }
+        matches!(self, Error::Catalog(e) if e.kind() == CatalogErrorKind::Constraint)
     }
 }
 

@@ -31,11 +31,17 @@ pub mod id;
 pub mod manifest;
 pub mod ops;
 pub mod pack;
+pub mod process;
 pub mod progress;
 pub mod store;
 pub mod vault;
 pub mod vfs;
 pub mod workspace;
+
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod layering;
 
 pub use dataset::{DatasetName, DatasetRef, Kind};
 pub use error::{Error, Result};

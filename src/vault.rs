@@ -63,7 +63,7 @@ impl Vault {
     pub fn init(dir: &Path, store_url: Option<&str>) -> Result<Vault> {
         let config_path = dir.join("vault.toml");
         if config_path.exists() {
-            return Err(Error::Config(format!("{} already holds a vault", dir.display())));
+            return Err(Error::VaultExists(dir.to_path_buf()));
         }
         let mut config = VaultConfig::default();
         if let Some(url) = store_url {
@@ -166,7 +166,7 @@ pub(crate) fn remove_if_writer_gone(entry: &fs::DirEntry) -> bool {
         .to_str()
         .and_then(|n| n.split('-').next())
         .and_then(|p| p.parse::<i64>().ok());
-    pid.is_some_and(|p| !crate::catalog::process_alive(p)) && fs::remove_file(entry.path()).is_ok()
+    pid.is_some_and(|p| !crate::process::alive(p)) && fs::remove_file(entry.path()).is_ok()
 }
 
 /// A lock on the vault's `lock` file, released when dropped. Ingest and derive hold it

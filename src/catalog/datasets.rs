@@ -71,14 +71,6 @@ pub(super) fn from_row(r: &Row<'_>) -> rusqlite::Result<DatasetRow> {
     })
 }
 
-/// Whether a process with this pid exists on this machine (EPERM: it exists, not ours).
-pub(crate) fn process_alive(pid: i64) -> bool {
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    pid > 0
-        && (unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
-}
-
 impl Catalog {
     /// The sealed dataset with this exact name.
     pub fn sealed_dataset(&self, name: &DatasetName) -> Result<Option<DatasetRow>> {
@@ -133,7 +125,6 @@ impl Catalog {
 
     /// Start a pending dataset for an ingest, first clearing attempts whose process died.
     pub fn begin_dataset(&self, name: &DatasetName, source: &str) -> Result<i64> {
-        self.clear_dead_pending()?;
         let host = std::env::var("HOSTNAME").unwrap_or_default();
         self.conn()
             .prepare_cached("INSERT INTO datasets (kind, name, version, state, source, pid, host, created_at) VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7)")?
@@ -141,8 +132,9 @@ impl Catalog {
         Ok(self.conn().last_insert_rowid())
     }
 
-    /// Delete pending datasets whose ingest process no longer exists (killed or crashed).
-    pub fn clear_dead_pending(&self) -> Result<usize> {
+    /// Delete pending datasets whose ingest process no longer exists (killed or crashed),
+    /// as `alive` (given a pid) tells; the catalog only records pids.
+    pub fn clear_dead_pending(&self, alive: impl Fn(i64) -> bool) -> Result<usize> {
         let pending: Vec<(i64, i64)> = {
             let mut stmt = self
                 .conn()
@@ -152,7 +144,7 @@ impl Catalog {
         };
         let dead: Vec<i64> = pending
             .into_iter()
-            .filter(|(_, pid)| !process_alive(*pid))
+            .filter(|(_, pid)| !alive(*pid))
             .map(|(id, _)| id)
             .collect();
         for id in &dead {
@@ -184,9 +176,7 @@ impl Catalog {
             params![id, root.as_bytes(), totals.files as i64, totals.dirs as i64, totals.symlinks as i64, totals.bytes as i64, totals.stored_bytes as i64, now_secs()],
         )?;
         if changed != 1 {
-            return Err(Error::Manifest(format!(
-                "dataset row {id} was not pending when sealing"
-            )));
+            return Err(Error::NotPending(id));
         }
         Ok(())
     }

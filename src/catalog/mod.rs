@@ -6,15 +6,17 @@
 //! Never: reads or writes packs; immutability of sealed datasets is enforced here by triggers
 //! as well as by the code above.
 
+mod checks;
 mod datasets;
 pub mod entries;
+mod error;
 mod gc;
 mod lineage;
 mod runs;
 mod view;
 mod workspaces;
 
-pub(crate) use datasets::process_alive;
+pub use checks::SizeMismatch;
 pub use datasets::{DatasetRow, DatasetState, DatasetTotals};
 pub use entries::{Entry, EntryKind};
 pub use gc::{PackUsage, RetiredPack};
@@ -37,6 +39,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0002_workspaces.sql"),
     include_str!("../../schema/0003_runs.sql"),
 ];
+
+/// The catalog schema this code migrates to (`PRAGMA user_version`), as docs/FORMAT.md says.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// How long a writer waits for another writer's transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -180,8 +185,8 @@ impl Catalog {
         }
     }
 
-    /// Direct access for modules in this crate that need a one-off query.
-    pub(crate) fn conn(&self) -> &Connection {
+    /// The connection, for this module's submodules only: no code outside `catalog` runs SQL.
+    fn conn(&self) -> &Connection {
         &self.conn
     }
 

@@ -114,7 +114,7 @@ pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<GcReport> {
     };
     if !opts.dry_run {
         vault.clear_dead_tmp()?;
-        catalog.clear_dead_pending()?;
+        catalog.clear_dead_pending(crate::process::alive)?;
         super::recover::index_orphan_packs(vault, &catalog)?;
         report.contents_removed = catalog.delete_dead_contents()? as u64;
     }

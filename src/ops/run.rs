@@ -172,7 +172,8 @@ pub struct FinishedRun {
 
 /// Record a finished run (committed at once); returns its id.
 pub fn record(vault: &Vault, run: &FinishedRun) -> Result<i64> {
-    let command = serde_json::to_string(&run.command).map_err(|e| Error::Unsupported(e.to_string()))?;
+    // A list of strings always serialises.
+    let command = serde_json::to_string(&run.command).unwrap_or_default();
     vault.catalog()?.insert_run(&RunRow {
         id: 0,
         workspace: run.workspace.clone(),

@@ -36,28 +36,21 @@ pub struct VaultStats {
 /// Gather the figures.
 pub fn stats(vault: &Vault) -> Result<VaultStats> {
     let catalog = vault.catalog()?;
-    let conn = catalog.conn();
     let mut datasets = Vec::new();
     for d in catalog.list_datasets(None, None)? {
-        let referenced: i64 = conn.query_row(
-            "SELECT COALESCE(SUM(c.stored_len), 0) FROM chunks c WHERE c.hash IN
-               (SELECT cc.chunk_hash FROM entries e JOIN content_chunks cc ON cc.content_id = e.content_id WHERE e.dataset_id = ?1)",
-            [d.id],
-            |r| r.get(0),
-        )?;
+        let referenced = catalog.dataset_referenced_stored_bytes(d.id)?;
         datasets.push(DatasetStats {
             dataset: d.name.to_string(),
             root: d.root.map(|r| r.to_hex()).unwrap_or_default(),
             files: d.files,
             bytes: d.bytes,
             stored_bytes: d.stored_bytes,
-            referenced_stored_bytes: referenced as u64,
+            referenced_stored_bytes: referenced,
         });
     }
     let logical_bytes = datasets.iter().map(|d| d.bytes).sum();
     let stored_bytes = catalog.stored_bytes_total()?;
-    let packs: i64 = conn.query_row("SELECT COUNT(*) FROM packs", [], |r| r.get(0))?;
-    let chunks: i64 = conn.query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0))?;
+    let (packs, chunks) = catalog.pack_and_chunk_counts()?;
     let dedup_ratio = if stored_bytes == 0 {
         0.0
     } else {
@@ -67,8 +60,8 @@ pub fn stats(vault: &Vault) -> Result<VaultStats> {
         datasets,
         logical_bytes,
         stored_bytes,
-        packs: packs as u64,
-        chunks: chunks as u64,
+        packs,
+        chunks,
         dedup_ratio,
     })
 }

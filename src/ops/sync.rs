@@ -51,7 +51,7 @@ pub fn sync(vault: &Vault, prune: bool, progress: &dyn Progress) -> Result<SyncR
     let started = Instant::now();
     let _lock = vault.lock_writer()?;
     let catalog = vault.catalog()?;
-    catalog.clear_dead_pending()?;
+    catalog.clear_dead_pending(crate::process::alive)?;
     let mut report = SyncReport {
         store: vault.config().store.clone(),
         ..Default::default()
@@ -125,7 +125,7 @@ fn import_ref(vault: &Vault, catalog: &Catalog, r: &StoredRef) -> Result<bool> {
     let bytes = vault
         .store()
         .get_manifest(r.root)?
-        .ok_or_else(|| Error::Manifest(format!("manifest {} is missing from the store", r.root)))?;
+        .ok_or(Error::MissingManifest(r.root))?;
     let manifest = parse_and_check(&bytes, r.root)?;
     let lineage = stored_lineage(vault, r)?;
     let id = catalog.begin_dataset(&r.dataset, &format!("sync from {}", vault.config().store))?;

@@ -7,10 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::params;
 use serde::Serialize;
 
-use crate::catalog::{entries::join_path_lossy, Catalog, DatasetRow};
+use crate::catalog::{Catalog, DatasetRow};
 use crate::dataset::DatasetRef;
 use crate::error::Result;
 use crate::id::{ChunkId, PackId};
@@ -64,7 +63,7 @@ pub fn verify(
     let mut packs: BTreeSet<(PackId, u64)> = BTreeSet::new();
     for d in &datasets {
         check_dataset(vault, &catalog, d, &mut report)?;
-        packs.extend(dataset_packs(&catalog, d.id)?);
+        packs.extend(catalog.dataset_packs(d.id)?);
     }
     if dataset.is_none() {
         packs.extend(catalog.packs()?);
@@ -135,67 +134,23 @@ fn check_dataset(vault: &Vault, catalog: &Catalog, d: &DatasetRow, report: &mut 
             .push(problem("ref", Some(d), None, "ref is missing from the store".into())),
         Err(e) => report.problems.push(problem("ref", Some(d), None, e.to_string())),
     }
-    let mut stmt = catalog.conn().prepare(
-        "SELECT e.parent, e.name, cc.chunk_hash FROM entries e JOIN content_chunks cc ON cc.content_id = e.content_id
-         LEFT JOIN chunks c ON c.hash = cc.chunk_hash WHERE e.dataset_id = ?1 AND c.hash IS NULL",
-    )?;
-    let missing = stmt.query_map([d.id], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, Vec<u8>>(2)?,
-        ))
-    })?;
-    for m in missing {
-        let (parent, name, chunk) = m?;
-        let chunk = ChunkId::from_slice(&chunk).map(|c| c.to_hex()).unwrap_or_default();
+    for (path, chunk) in catalog.dataset_unplaced_chunks(d.id)? {
         report.problems.push(problem(
             "missing-chunk",
             Some(d),
-            Some(join_path_lossy(&parent, &name)),
+            Some(String::from_utf8_lossy(&path).into_owned()),
             format!("chunk {chunk} is not recorded in any pack"),
         ));
     }
-    let mut stmt = catalog.conn().prepare(
-        "SELECT e.parent, e.name, e.size, COALESCE((SELECT SUM(ch.raw_len) FROM content_chunks cc JOIN chunks ch ON ch.hash = cc.chunk_hash WHERE cc.content_id = e.content_id), 0)
-         FROM entries e WHERE e.dataset_id = ?1 AND e.kind = 0",
-    )?;
-    let sizes = stmt.query_map(params![d.id], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
-    for s in sizes {
-        let (parent, name, size, chunk_sum) = s?;
-        if size != chunk_sum {
-            report.problems.push(problem(
-                "missing-chunk",
-                Some(d),
-                Some(join_path_lossy(&parent, &name)),
-                format!("file is {size} bytes but its chunks hold {chunk_sum}"),
-            ));
-        }
+    for m in catalog.dataset_size_mismatches(d.id)? {
+        report.problems.push(problem(
+            "missing-chunk",
+            Some(d),
+            Some(String::from_utf8_lossy(&m.path).into_owned()),
+            format!("file is {} bytes but its chunks hold {}", m.size, m.chunk_sum),
+        ));
     }
     Ok(())
-}
-
-fn dataset_packs(catalog: &Catalog, dataset_id: i64) -> Result<Vec<(PackId, u64)>> {
-    let mut stmt = catalog.conn().prepare(
-        "SELECT DISTINCT p.hash, p.size FROM entries e JOIN content_chunks cc ON cc.content_id = e.content_id
-         JOIN chunks c ON c.hash = cc.chunk_hash JOIN packs p ON p.id = c.pack_id WHERE e.dataset_id = ?1",
-    )?;
-    let rows = stmt.query_map([dataset_id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (h, size) = r?;
-        if let Some(id) = PackId::from_slice(&h) {
-            out.push((id, size as u64));
-        }
-    }
-    Ok(out)
 }
 
 /// How a chunk is unusable.

@@ -1,4 +1,4 @@
-//! A small pool of catalog connections: a `rusqlite::Connection` is not `Sync`, so each
+//! A small pool of catalog connections: a catalog connection is not `Sync`, so each
 //! thread of the mount borrows one for the length of a call and gives it back.
 //!
 //! The pool grows to the number of threads that query at once (FUSE workers plus prefetch

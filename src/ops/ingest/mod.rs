@@ -319,6 +319,7 @@ pub fn ingest(vault: &Vault, opts: &IngestOptions, progress: &dyn Progress) -> R
 pub(crate) fn begin(vault: &Vault, catalog: &Catalog, name: &DatasetName, source: &str) -> Result<i64> {
     vault.clear_dead_tmp()?;
     super::recover::index_orphan_packs(vault, catalog)?;
+    catalog.clear_dead_pending(crate::process::alive)?;
     catalog.begin_dataset(name, source)
 }
 
