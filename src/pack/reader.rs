@@ -238,10 +238,15 @@ mod tests {
         let footer_at = bytes.len() - FOOTER_LEN;
         let index_at = footer_at - ENTRY_LEN;
         let read = |b: &[u8]| read_index_with(sealed.id, b.len() as u64, |o, l| Ok(b[o as usize..][..l].to_vec()));
-        // Index offset near u64::MAX: `offset + len + footer` would wrap to the size.
+        // The largest count with an index offset that makes `offset + count * 56 + 56` wrap
+        // around to the pack's size: unchecked, that asked for a 240 GB read.
         let mut b = bytes.clone();
-        let wrapped = u64::MAX - ENTRY_LEN as u64 - FOOTER_LEN as u64 + 1 + b.len() as u64;
+        let huge_index = u64::from(u32::MAX) * ENTRY_LEN as u64;
+        let wrapped = (b.len() as u64)
+            .wrapping_sub(FOOTER_LEN as u64)
+            .wrapping_sub(huge_index);
         b[footer_at..footer_at + 8].copy_from_slice(&wrapped.to_le_bytes());
+        b[footer_at + 8..footer_at + 12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse_index(sealed.id, &b).is_err());
         assert!(read(&b).is_err());
         // A chunk offset near u64::MAX with a valid index hash: offset + length wraps.
