@@ -27,6 +27,20 @@ pub struct VaultConfig {
     /// vaults made before remote stores existed, hence the default.
     #[serde(default)]
     pub remote: RemoteConfig,
+    /// Set by `init --shared GROUP`: every member of the group may write the vault, and
+    /// what writers create is made group-readable whatever their umask (docs/sharing.md).
+    /// Absent for a private vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedConfig>,
+}
+
+/// The group a shared vault belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedConfig {
+    /// The group's name when the vault was made (for people reading the file).
+    pub group: String,
+    /// The group's id: what the folders' group and every check use.
+    pub gid: u32,
 }
 
 /// FastCDC parameters; part of the on-disk format.
@@ -131,6 +145,7 @@ impl Default for VaultConfig {
                 target_size: 32 * 1024 * 1024,
             },
             remote: RemoteConfig::default(),
+            shared: None,
         }
     }
 }
@@ -211,9 +226,16 @@ mod tests {
 
     #[test]
     fn default_config_round_trips_through_toml() {
-        let config = VaultConfig::default();
+        let mut config = VaultConfig::default();
         let parsed: VaultConfig = toml::from_str(&config.to_toml()).unwrap();
         assert_eq!(config, parsed);
         config.chunking.validate().unwrap();
+        assert!(!config.to_toml().contains("shared"));
+        config.shared = Some(SharedConfig {
+            group: "ml".into(),
+            gid: 1234,
+        });
+        let parsed: VaultConfig = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(config, parsed);
     }
 }

@@ -193,6 +193,17 @@ pub enum Error {
     UploadCheck { location: String, detail: String },
     #[error("{0}")]
     Unsupported(String),
+    /// A command that must write was run by a user who may only read the vault.
+    #[error("the vault {} is not writable by {user} (uid {uid}): ask its owner, or use a vault made with `init --shared GROUP`", vault.display())]
+    NotWritable { vault: PathBuf, user: String, uid: u32 },
+    #[error("the catalog {} cannot be read without write access: its -wal and -shm files are missing (it was last written by an older dsvault or another SQLite program); ask the vault's owner to run any dsvault command in it once (e.g. `dsvault stats`), they are kept from then on", .0.display())]
+    CatalogNotShared(PathBuf),
+    #[error("the catalog {} was made by an older dsvault and must be upgraded by a user who may write it; ask the vault's owner to run any dsvault command in it once (e.g. `dsvault stats`)", .0.display())]
+    CatalogOutdated(PathBuf),
+    #[error("{dataset} was sealed by {owner}: in a shared vault only they may remove it, or pass --force-gold (with its typed confirmation)")]
+    SealedByAnother { dataset: String, owner: String },
+    #[error("workspace {name} belongs to {owner}: only its owner (or root) may change or remove it")]
+    WorkspaceNotYours { name: String, owner: String },
 }
 
 impl Error {

@@ -33,6 +33,7 @@ pub mod ops;
 pub mod pack;
 pub mod process;
 pub mod progress;
+pub mod sharing;
 pub mod store;
 pub mod vault;
 pub mod vfs;

@@ -1,14 +1,18 @@
 //! A vault on disk: `vault.toml`, `catalog.db`, the store, `tmp/` and `workspaces/`.
 //!
 //! Owns: creating and opening vaults, where each part lives (a remote store's block cache
-//! is `cache/`), and clearing what a killed process left in `tmp/`.
+//! is `cache/`), and clearing what a killed process left in `tmp/`; whether the caller may
+//! write the vault (a user who may only read it gets read-only catalog connections, and
+//! every writer is refused up front with [`Error::NotWritable`]); a shared vault's modes
+//! ([`crate::sharing`], docs/sharing.md).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Catalog;
-use crate::config::VaultConfig;
+use crate::config::{SharedConfig, VaultConfig};
 use crate::error::{Error, Result};
+use crate::sharing::{self, Modes};
 use crate::store::{Store, StoreUrl};
 
 /// What a folder held before `init`, so that a failed `init` (an unreachable store, a full
@@ -56,11 +60,19 @@ pub struct Vault {
     dir: PathBuf,
     config: VaultConfig,
     store: Store,
+    /// May the caller write the vault folder and its catalog? Decided once, at open.
+    writable: bool,
 }
 
 impl Vault {
-    /// Create a vault at `dir` (which may exist but must not hold a vault).
+    /// Create a private vault at `dir` (which may exist but must not hold a vault).
     pub fn init(dir: &Path, store_url: Option<&str>) -> Result<Vault> {
+        Vault::init_shared(dir, store_url, None)
+    }
+
+    /// Create a vault at `dir`; with `group`, a shared one every member of that group may
+    /// write (the caller must be a member, or root).
+    pub fn init_shared(dir: &Path, store_url: Option<&str>, group: Option<&str>) -> Result<Vault> {
         let config_path = dir.join("vault.toml");
         if config_path.exists() {
             return Err(Error::VaultExists(dir.to_path_buf()));
@@ -70,6 +82,17 @@ impl Vault {
             // Only the parsed, credential-free form is kept.
             config.store = StoreUrl::parse(url)?.to_string();
         }
+        if let Some(group) = group {
+            let gid = sharing::group_by_name(group)?;
+            if !sharing::in_group(gid) {
+                return Err(Error::Config(format!(
+                    "{} is not a member of group {group}: only members (or root) can make a vault shared with it",
+                    sharing::caller().name
+                )));
+            }
+            let group = sharing::group_name(gid).unwrap_or_else(|| group.to_string());
+            config.shared = Some(SharedConfig { group, gid });
+        }
         let before = DirBefore::of(dir);
         Vault::create(dir, config).inspect_err(|_| before.restore(dir))
     }
@@ -78,12 +101,21 @@ impl Vault {
     /// folder without it holds no vault.
     fn create(dir: &Path, config: VaultConfig) -> Result<Vault> {
         let config_path = dir.join("vault.toml");
-        for sub in ["", "tmp", "workspaces"] {
-            let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(Error::io_at("creating", &p))?;
+        let modes = modes_of(&config);
+        fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
+        if let Some(shared) = &config.shared {
+            modes.share_dir(dir, shared.gid)?;
+        }
+        for sub in ["tmp", "workspaces"] {
+            modes.create_dir_all(&dir.join(sub))?;
         }
         let vault = Vault::assemble(dir, config.clone())?;
         vault.store.probe()?;
+        // Made before SQLite sees them, with the vault's modes: SQLite gives its -wal and
+        // -shm files the catalog's mode, whatever the umask.
+        for file in [vault.catalog_path(), dir.join("lock")] {
+            create_file(&file, modes)?;
+        }
         Catalog::open(&vault.catalog_path())?;
         crate::store::write_durably(&config_path, config.to_toml().as_bytes(), 0o644)?;
         Ok(vault)
@@ -109,12 +141,40 @@ impl Vault {
 
     fn assemble(dir: &Path, config: VaultConfig) -> Result<Vault> {
         let url = StoreUrl::parse(&config.store)?;
-        let store = Store::open(dir, &url, &config.remote)?;
+        let store = Store::open_with(dir, &url, &config.remote, modes_of(&config))?;
+        let catalog = dir.join("catalog.db");
+        let writable = sharing::may(dir, libc::W_OK) && (!catalog.exists() || sharing::may(&catalog, libc::W_OK));
         Ok(Vault {
             dir: dir.to_path_buf(),
             config,
             store,
+            writable,
         })
+    }
+
+    /// May the caller change this vault? When not, [`Vault::catalog`] opens read-only and
+    /// every command that writes fails with [`Error::NotWritable`].
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// [`Error::NotWritable`] unless the caller may change this vault: what every writer
+    /// checks before it touches anything.
+    pub fn require_writable(&self) -> Result<()> {
+        if self.writable {
+            return Ok(());
+        }
+        let me = sharing::caller();
+        Err(Error::NotWritable {
+            vault: self.dir.clone(),
+            user: me.name,
+            uid: me.uid,
+        })
+    }
+
+    /// The modes writers give what they create here (shared or private vault).
+    pub fn modes(&self) -> Modes {
+        modes_of(&self.config)
     }
 
     pub fn dir(&self) -> &Path {
@@ -133,9 +193,14 @@ impl Vault {
         self.dir.join("catalog.db")
     }
 
-    /// A new connection to the catalog (one per thread).
+    /// A new connection to the catalog (one per thread); read-only when the caller may not
+    /// write the vault.
     pub fn catalog(&self) -> Result<Catalog> {
-        Catalog::open(&self.catalog_path())
+        if self.writable {
+            Catalog::open(&self.catalog_path())
+        } else {
+            Catalog::open_read_only(&self.catalog_path())
+        }
     }
 
     pub fn tmp_dir(&self) -> PathBuf {
@@ -145,7 +210,7 @@ impl Vault {
     /// Remove temporary files left by processes that no longer run.
     pub fn clear_dead_tmp(&self) -> Result<usize> {
         let tmp = self.tmp_dir();
-        fs::create_dir_all(&tmp).map_err(Error::io_at("creating", &tmp))?;
+        self.modes().create_dir_all(&tmp)?;
         let mut removed = 0;
         for f in fs::read_dir(&tmp).map_err(Error::io_at("listing", &tmp))? {
             let f = f.map_err(Error::io_at("listing", &tmp))?;
@@ -154,6 +219,24 @@ impl Vault {
             }
         }
         Ok(removed)
+    }
+}
+
+fn modes_of(config: &VaultConfig) -> Modes {
+    if config.shared.is_some() {
+        Modes::SHARED
+    } else {
+        Modes::PRIVATE
+    }
+}
+
+/// Create the empty file `path` if it is missing, with the vault's modes (0644 less the
+/// umask in a private vault, 0664 in a shared one). Two processes doing it at once is fine.
+fn create_file(path: &Path, modes: Modes) -> Result<()> {
+    match fs::OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(_) => modes.file_created(path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io("creating", path, e)),
     }
 }
 
@@ -197,16 +280,20 @@ pub(crate) fn flock(file: &fs::File, op: libc::c_int, path: &Path) -> Result<boo
 
 impl Vault {
     fn lock(&self, op: libc::c_int) -> Result<Option<VaultLock>> {
+        self.require_writable()?;
         let path = self.dir.join("lock");
+        if !path.exists() {
+            create_file(&path, self.modes())?;
+        }
         let file = fs::OpenOptions::new()
-            .create(true)
             .append(true)
             .open(&path)
             .map_err(Error::io_at("opening", &path))?;
         Ok(flock(&file, op, &path)?.then_some(VaultLock { _file: file }))
     }
 
-    /// Shared lock for a writer (ingest, derive); waits while gc runs.
+    /// Shared lock for a writer (ingest, derive, sync); waits while gc runs.
+    /// [`Error::NotWritable`] when the caller may not write the vault.
     pub fn lock_writer(&self) -> Result<VaultLock> {
         Ok(self.lock(libc::LOCK_SH)?.expect("a blocking flock returns the lock"))
     }

@@ -1,7 +1,10 @@
 //! Workspaces: a writable upper layer on local disk over zero or more sealed base datasets.
 //!
 //! Owns: creating, opening, listing and removing workspaces (catalog rows plus the folder
-//! `<vault>/workspaces/<name>/upper/`), and recording whiteouts. The merged view is: the
+//! `<vault>/workspaces/<name>/upper/`), and recording whiteouts. A workspace belongs to the
+//! user owning its folder (its creator, or the user root made it for): only that user (or
+//! root) may take its writer lock, so change or remove it; in a shared vault the group may
+//! read it (mode 2750), in a private one the umask decides. The merged view is: the
 //! bases in order (a later base overrides an earlier one on the same path), then the upper
 //! layer (which overrides every base), minus the paths hidden by whiteouts. A whiteout hides
 //! the bases' entry at its path and everything below it, never the upper layer.
@@ -49,6 +52,10 @@ pub struct Workspace {
     pub upper: PathBuf,
     /// Base datasets, lowest first, as sealed in the catalog now.
     pub bases: Vec<DatasetRow>,
+    /// The user id owning the workspace (its folder's owner).
+    pub owner: u32,
+    /// The group id of the workspace's folder.
+    pub group: u32,
 }
 
 /// The right to change a workspace's upper layer, held by one process at a time: an
@@ -72,9 +79,30 @@ impl Workspace {
         lock_writer_in(self.upper.parent().unwrap_or(&self.upper), &self.name)
     }
 
-    /// Create workspace `name` over `bases` (lowest first), with an empty upper layer.
+    /// [`Error::WorkspaceNotYours`] unless the caller owns this workspace (or is root): what
+    /// `derive` checks, so a dataset's lineage never credits one member with another's work.
+    pub fn require_owner(&self) -> Result<()> {
+        let me = crate::sharing::caller();
+        if me.uid == self.owner || me.uid == 0 {
+            return Ok(());
+        }
+        Err(Error::WorkspaceNotYours {
+            name: self.name.clone(),
+            owner: crate::sharing::user_name(self.owner).unwrap_or_else(|| format!("uid {}", self.owner)),
+        })
+    }
+
+    /// Create workspace `name` over `bases` (lowest first), with an empty upper layer,
+    /// belonging to the caller.
     pub fn create(vault: &Vault, name: &str, bases: &[DatasetRef]) -> Result<Workspace> {
+        Workspace::create_for(vault, name, bases, None)
+    }
+
+    /// [`Workspace::create`], belonging to user `owner` (a uid) when given: how root makes a
+    /// workspace for a user of a vault that user may not write (changing owners needs root).
+    pub fn create_for(vault: &Vault, name: &str, bases: &[DatasetRef], owner: Option<u32>) -> Result<Workspace> {
         validate_component("workspace name", name)?;
+        vault.require_writable()?;
         let catalog = vault.catalog()?;
         if catalog.workspace(name)?.is_some() {
             return Err(Error::WorkspaceExists(name.to_string()));
@@ -88,7 +116,10 @@ impl Workspace {
             });
         }
         let upper = dir.join("upper");
-        fs::create_dir_all(&upper).map_err(Error::io_at("creating", &upper))?;
+        if let Err(e) = make_folders(vault, &dir, &upper, owner) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         let base_rows: Vec<BaseRow> = rows
             .iter()
             .map(|d| BaseRow {
@@ -111,12 +142,16 @@ impl Workspace {
             .workspace(name)?
             .ok_or_else(|| Error::WorkspaceNotFound(name.to_string()))?;
         let bases = load_bases(&catalog, name, row.id)?;
+        let dir = workspace_dir(vault, name);
+        let (owner, group) = folder_owner(&dir);
         Ok(Workspace {
             id: row.id,
             name: row.name,
             created_at: row.created_at,
-            upper: workspace_dir(vault, name).join("upper"),
+            upper: dir.join("upper"),
             bases,
+            owner,
+            group,
         })
     }
 
@@ -134,6 +169,7 @@ impl Workspace {
     /// again), then its catalog rows. Its bases stay; `gc` reclaims what only it used.
     pub fn remove(vault: &Vault, name: &str) -> Result<()> {
         validate_component("workspace name", name)?;
+        vault.require_writable()?;
         let catalog = vault.catalog()?;
         let row = catalog
             .workspace(name)?
@@ -163,6 +199,36 @@ impl Workspace {
     pub fn whiteouts(&self, catalog: &Catalog) -> Result<Vec<Vec<u8>>> {
         catalog.whiteouts(self.id)
     }
+}
+
+/// The workspace folder `dir` and its `upper`, owned by `owner` (uid) when given. In a
+/// shared vault they are 2750 whatever the umask: the group may look, not touch.
+fn make_folders(vault: &Vault, dir: &Path, upper: &Path, owner: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    vault.modes().create_dir_all(&vault.workspaces_dir())?;
+    for d in [dir, upper] {
+        fs::create_dir(d).map_err(Error::io_at("creating", d))?;
+        if vault.modes().is_shared() {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o2750))
+                .map_err(Error::io_at("setting permissions of", d))?;
+        }
+        if let Some(uid) = owner {
+            // The group stays the vault's in a shared vault (inherited from the setgid
+            // folder); in a private one it is the owner's primary group.
+            let gid = (!vault.modes().is_shared())
+                .then(|| crate::sharing::primary_gid(uid))
+                .flatten();
+            std::os::unix::fs::chown(d, Some(uid), gid).map_err(Error::io_at("changing the owner of", d))?;
+        }
+    }
+    Ok(())
+}
+
+/// Owner and group of a workspace folder (root's when it cannot be read: a workspace whose
+/// folder is gone).
+fn folder_owner(dir: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(dir).map_or((0, 0), |m| (m.uid(), m.gid()))
 }
 
 fn load_bases(catalog: &Catalog, name: &str, workspace_id: i64) -> Result<Vec<DatasetRow>> {
@@ -210,13 +276,31 @@ pub fn normalise_path(path: &Path) -> Result<Vec<u8>> {
 fn lock_writer_in(dir: &Path, name: &str) -> Result<WriterLock> {
     use std::io::{Read, Seek, Write};
     let path = dir.join("writer.lock");
-    let mut file = fs::OpenOptions::new()
+    let opened = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
-        .map_err(Error::io_at("opening", &path))?;
+        .open(&path);
+    let (owner, group) = folder_owner(dir);
+    let mut file = match opened {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && owner != crate::sharing::caller().uid => {
+            return Err(Error::WorkspaceNotYours {
+                name: name.to_string(),
+                owner: crate::sharing::user_name(owner).unwrap_or_else(|| format!("uid {owner}")),
+            });
+        }
+        other => other.map_err(Error::io_at("opening", &path))?,
+    };
+    // Root (a mount serving every user) keeps the lock file its owner's, so the owner can
+    // take the lock later.
+    if dir.exists()
+        && file
+            .metadata()
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) != owner)
+    {
+        let _ = std::os::unix::fs::fchown(&file, Some(owner), Some(group));
+    }
     if !crate::vault::flock(&file, libc::LOCK_EX | libc::LOCK_NB, &path)? {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);

@@ -8,7 +8,7 @@ use clap::Args;
 
 use dsvault::ops::gc::{self, GcOptions};
 use dsvault::ops::remove;
-use dsvault::{DatasetRef, Kind};
+use dsvault::DatasetRef;
 
 use super::output::{bytes, json_line};
 use super::Globals;
@@ -17,8 +17,8 @@ use super::Globals;
 pub struct RmArgs {
     /// derived/NAME@VERSION (or gold/NAME@VERSION with --force-gold).
     dataset: DatasetRef,
-    /// Allow removing a gold dataset. Asks to type its full name on stdin, unless
-    /// --yes-i-mean-it gives it.
+    /// Allow removing a gold dataset (or, in a shared vault, one another member sealed).
+    /// Asks to type its full name on stdin, unless --yes-i-mean-it gives it.
     #[arg(long)]
     force_gold: bool,
     /// With --force-gold, for scripts: the full gold/NAME@VERSION being removed.
@@ -43,10 +43,10 @@ pub struct GcArgs {
 pub fn rm(g: &Globals, a: RmArgs) -> Result<i32> {
     let vault = g.open_vault()?;
     let d = vault.catalog()?.resolve(&a.dataset)?;
-    if d.name.kind == Kind::Gold && a.force_gold {
+    if a.force_gold {
         confirm_gold(&d.name.to_string(), a.yes_i_mean_it.as_deref())?;
     }
-    let force = d.name.kind == Kind::Gold && a.force_gold;
+    let force = a.force_gold;
     let exact: DatasetRef = d.name.to_string().parse()?;
     let r = remove::remove(&vault, &exact, force).with_context(|| format!("removing {}", d.name))?;
     if g.json {

@@ -17,6 +17,11 @@ pub struct InitArgs {
     /// Where packs, manifests and refs live (default: file://store inside the vault).
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// Make a vault every member of GROUP can ingest into, derive into and make workspaces
+    /// in: setgid, group-writable folders and group-readable files, whatever each member's
+    /// umask (see docs/sharing.md).
+    #[arg(long, value_name = "GROUP")]
+    shared: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -47,13 +52,15 @@ pub struct EstimateArgs {
 }
 
 pub fn init(g: &Globals, a: InitArgs) -> Result<i32> {
-    let vault = Vault::init(&g.vault_dir, a.store.as_deref())
+    let vault = Vault::init_shared(&g.vault_dir, a.store.as_deref(), a.shared.as_deref())
         .with_context(|| format!("creating a vault at {}", g.vault_dir.display()))?;
+    let shared = vault.config().shared.as_ref().map(|s| s.group.clone());
     if g.json {
-        json_line(&serde_json::json!({ "vault": vault.dir(), "store": vault.config().store }))?;
+        json_line(&serde_json::json!({ "vault": vault.dir(), "store": vault.config().store, "shared": shared }))?;
     } else if !g.quiet {
+        let with = shared.map_or(String::new(), |group| format!(", shared with group {group}"));
         println!(
-            "created vault {} (store {})",
+            "created vault {} (store {}{with})",
             vault.dir().display(),
             vault.config().store
         );

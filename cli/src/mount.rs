@@ -58,7 +58,8 @@ pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
     let signals = StopSignals::block();
     limit_malloc_arenas();
     let vault = g.open_vault()?;
-    let read_only = a.read_only || dataset.is_some();
+    // A user who may only read the vault mounts it read-only: its workspaces are not theirs.
+    let read_only = a.read_only || dataset.is_some() || !vault.writable();
     super::remote::apply_cache_size(&vault, a.cache_size);
     let scope = dataset.map_or(Scope::Vault, Scope::Dataset);
     let options = VfsOptions {

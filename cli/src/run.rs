@@ -86,6 +86,7 @@ struct RunReport {
 
 pub fn run(g: &Globals, a: RunArgs) -> Result<i32> {
     let vault = g.open_vault()?;
+    vault.require_writable()?;
     let ws = ops::run::workspace_for_run(&vault, &a.workspace, &a.bases)
         .with_context(|| format!("preparing workspace {}", a.workspace))?;
     // Fail before the command starts, not at its first write, when another mount is

@@ -26,6 +26,10 @@ enum WorkspaceCommand {
         /// A base dataset; repeat for several, lowest first (a later base overrides an earlier one).
         #[arg(long = "base", value_name = "DATASET")]
         bases: Vec<DatasetRef>,
+        /// Make it belong to USER (root only): how root gives a user a workspace in a vault
+        /// the user may not write, served by one mount for everyone (docs/sharing.md).
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
     },
     /// List workspaces, one a line.
     Ls,
@@ -41,9 +45,15 @@ pub(super) fn workspace_name(s: &str) -> Result<String, dsvault::Error> {
     dsvault::dataset::validate_component("workspace name", s).map(|_| s.to_string())
 }
 
+fn owner_name(w: &Workspace) -> String {
+    dsvault::sharing::user_name(w.owner).unwrap_or_else(|| w.owner.to_string())
+}
+
 fn workspace_json(w: &Workspace) -> serde_json::Value {
     json!({
         "workspace": w.name,
+        "owner": owner_name(w),
+        "owner_uid": w.owner,
         "upper": json_path(&w.upper),
         "bases": w.bases.iter().map(|b| b.name.to_string()).collect::<Vec<_>>(),
         "created_at": timestamp(w.created_at),
@@ -53,8 +63,12 @@ fn workspace_json(w: &Workspace) -> serde_json::Value {
 pub fn workspace(g: &Globals, a: WorkspaceArgs) -> Result<i32> {
     let vault = g.open_vault()?;
     match a.command {
-        WorkspaceCommand::New { name, bases } => {
-            let w = Workspace::create(&vault, &name, &bases).with_context(|| format!("creating workspace {name}"))?;
+        WorkspaceCommand::New { name, bases, owner } => {
+            let uid = owner
+                .map(|o| dsvault::sharing::user_by_name(&o).map(|(uid, _)| uid))
+                .transpose()?;
+            let w = Workspace::create_for(&vault, &name, &bases, uid)
+                .with_context(|| format!("creating workspace {name}"))?;
             if g.json {
                 json_line(&workspace_json(&w))?;
             } else if !g.quiet {
@@ -67,7 +81,13 @@ pub fn workspace(g: &Globals, a: WorkspaceArgs) -> Result<i32> {
                     json_line(&workspace_json(&w))?;
                 } else {
                     let bases: Vec<String> = w.bases.iter().map(|b| b.name.to_string()).collect();
-                    println!("{:<24} {}  over {}", w.name, w.upper.display(), none_if_empty(&bases));
+                    println!(
+                        "{:<24} {:<12} {}  over {}",
+                        w.name,
+                        owner_name(&w),
+                        w.upper.display(),
+                        none_if_empty(&bases)
+                    );
                 }
             }
         }

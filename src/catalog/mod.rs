@@ -49,6 +49,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 /// One connection to the catalog.
 pub struct Catalog {
     conn: Connection,
+    read_only: bool,
+}
+
+impl Drop for Catalog {
+    /// The last connection to close checkpoints the WAL into `catalog.db`; with a size limit
+    /// of 0 it also empties the kept `-wal` file, so no stale log outlives its use (a WAL
+    /// left beside a catalog.db that is then replaced would be replayed into the new one).
+    fn drop(&mut self) {
+        if !self.read_only {
+            let _ = self.conn.pragma_update(None, "journal_size_limit", 0);
+        }
+    }
 }
 
 /// A chunk's location, as the catalog knows it.
@@ -127,22 +139,95 @@ fn enable_wal(conn: &Connection) -> Result<()> {
     }
 }
 
+/// Keep `catalog.db-wal` and `catalog.db-shm` when the last connection closes (SQLite
+/// deletes them otherwise). A user who may read the vault but not write its folder cannot
+/// create them, and SQLite opens a WAL database read-only only when they exist; kept, they
+/// let such users read while writers work (docs/sharing.md).
+fn persist_wal(conn: &Connection) -> Result<()> {
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: the handle is this open connection's; the file control reads and writes one int.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut on as *mut std::ffi::c_int).cast(),
+        )
+    };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        return Err(Error::Catalog(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rc),
+            None,
+        )));
+    }
+    Ok(())
+}
+
+/// Settings every connection gets, read-only or not.
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // Plans that do not depend on bound values: otherwise a value read while planning
+    // (`LIMIT ?`, for one) makes SQLite prepare the statement again on every run, which
+    // was a third of the catalog time of a mount listing folders.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(())
+}
+
 impl Catalog {
     /// Open (creating and migrating if needed) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
+        persist_wal(&conn)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         enable_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.set_prepared_statement_cache_capacity(64);
-        // Plans that do not depend on bound values: otherwise a value read while planning
-        // (`LIMIT ?`, for one) makes SQLite prepare the statement again on every run, which
-        // was a third of the catalog time of a mount listing folders.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-        let catalog = Catalog { conn };
+        configure(&conn)?;
+        let catalog = Catalog { conn, read_only: false };
         catalog.migrate(path)?;
         Ok(catalog)
+    }
+
+    /// Open the catalog at `path` for reading only, for a user who may not write the
+    /// vault: nothing is created or changed beside it. SQLite reads the WAL through the
+    /// existing, read-only `-shm` file (or, when no other process has the catalog open, from
+    /// the WAL itself), so writers working at the same time are seen safely. `immutable=1`
+    /// is never used: it would let a concurrent ingest's checkpoint change pages under the
+    /// reader. A catalog without its `-wal`/`-shm` files (made before they were kept, and
+    /// idle since) cannot be read this way: [`Error::CatalogNotShared`].
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        use rusqlite::OpenFlags;
+        if !crate::sharing::may(path, libc::R_OK) {
+            return Err(Error::io(
+                "opening the catalog",
+                path,
+                std::io::Error::from_raw_os_error(libc::EACCES),
+            ));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)?;
+        configure(&conn)?;
+        let version: usize = match conn.pragma_query_value(None, "user_version", |r| r.get(0)) {
+            Ok(v) => v,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) =>
+            {
+                return Err(Error::CatalogNotShared(path.to_path_buf()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if version < MIGRATIONS.len() {
+            return Err(Error::CatalogOutdated(path.to_path_buf()));
+        }
+        if version > MIGRATIONS.len() {
+            return Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: version as u32,
+                supported: MIGRATIONS.len() as u32,
+            });
+        }
+        Ok(Catalog { conn, read_only: true })
     }
 
     fn migrate(&self, path: &Path) -> Result<()> {

@@ -109,7 +109,9 @@ pub fn derive(vault: &Vault, opts: &DeriveOptions, progress: &dyn Progress) -> R
             reason: "derive makes derived datasets only",
         });
     }
+    vault.require_writable()?;
     let ws = Workspace::open(vault, &opts.workspace)?;
+    ws.require_owner()?;
     let upper = ingest::check_source(&ws.upper)?;
     let _lock = vault.lock_writer()?;
     let catalog = vault.catalog()?;
@@ -230,22 +232,10 @@ fn lineage_record(ws: &Workspace, opts: &DeriveOptions, derived_at: i64) -> Line
     }
 }
 
-/// The user running derive: `$USER`, else the name of the real user id.
+/// The user running derive, by its user id (not `$USER`, which anyone can set): in a
+/// shared vault, lineage says which member made the dataset.
 fn user_name() -> Option<String> {
-    if let Ok(u) = std::env::var("USER") {
-        return Some(u);
-    }
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into `pwd` and `buf` (of the length given) and sets `found`.
-    let rc = unsafe { libc::getpwuid_r(libc::getuid(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    Some(crate::sharing::caller().name)
 }
 
 /// This machine's host name, if the system gives one.

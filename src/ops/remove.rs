@@ -1,7 +1,8 @@
 //! `rm`: remove a sealed dataset from the vault.
 //!
 //! Derived datasets can be removed; gold needs `force_gold` (the CLI adds a typed
-//! confirmation). A dataset that is a workspace's base is refused. The catalog rows go first,
+//! confirmation), and so, in a shared vault, does a dataset another member sealed (the
+//! owner of its ref file). A dataset that is a workspace's base is refused. The catalog rows go first,
 //! in one transaction logged in `removals` (the only way the triggers let a sealed dataset's
 //! rows be deleted), then the ref. The packs stay until `gc` finds their chunks unused.
 //! Never: deletes pack bytes.
@@ -9,7 +10,7 @@
 use serde::Serialize;
 
 use crate::dataset::DatasetRef;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::RootHash;
 use crate::vault::Vault;
 
@@ -24,8 +25,22 @@ pub struct RemoveReport {
 
 /// Remove one sealed dataset (gold only with `force_gold`).
 pub fn remove(vault: &Vault, dataset: &DatasetRef, force_gold: bool) -> Result<RemoveReport> {
+    vault.require_writable()?;
     let catalog = vault.catalog()?;
     let d = catalog.resolve(dataset)?;
+    if !force_gold && vault.modes().is_shared() {
+        let me = crate::sharing::caller();
+        let (kind, name, version) = (d.name.kind.as_str(), &d.name.name, &d.name.version);
+        match vault.store().ref_owner(kind, name, version) {
+            Some(owner) if owner != me.uid && me.uid != 0 => {
+                return Err(Error::SealedByAnother {
+                    dataset: d.name.to_string(),
+                    owner: crate::sharing::user_name(owner).unwrap_or_else(|| format!("uid {owner}")),
+                })
+            }
+            _ => {}
+        }
+    }
     catalog.remove_dataset(&d, force_gold)?;
     crate::crashpoint::hit("rm-before-ref");
     vault

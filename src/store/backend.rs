@@ -78,6 +78,11 @@ pub trait Backend: Send + Sync {
 
     fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome>;
     fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()>;
+    /// The user id owning a ref (who sealed the dataset), where the store knows users (a
+    /// local folder); `None` elsewhere.
+    fn ref_owner(&self, _kind: &str, _name: &str, _version: &str) -> Option<u32> {
+        None
+    }
     fn read_ref(&self, kind: &str, name: &str, version: &str) -> Result<Option<RootHash>>;
     fn list_refs(&self) -> Result<Vec<StoredRef>>;
 

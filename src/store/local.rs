@@ -22,6 +22,7 @@ use super::{PendingPut, RefOutcome, StoredRef};
 use crate::error::{Error, Result};
 use crate::id::{PackId, RootHash};
 use crate::pack::{self, IndexEntry, SealedPack};
+use crate::sharing::Modes;
 
 /// Open pack files kept for positional reads.
 const OPEN_PACKS_MAX: usize = 256;
@@ -30,18 +31,22 @@ const OPEN_PACKS_MAX: usize = 256;
 pub struct LocalStore {
     root: PathBuf,
     open_packs: Mutex<HashMap<PackId, Arc<File>>>,
+    /// How new folders are made (a shared vault's are setgid and group-writable). Files
+    /// published here are 0444 in every vault.
+    modes: Modes,
 }
 
 impl LocalStore {
-    /// Open (and create the folders of) a local store at `root`.
-    pub fn open_local(root: &Path) -> Result<Self> {
+    /// Open (and create the folders of) a local store at `root`. Folders that exist are
+    /// left as they are, so a user who may only read the store opens it without writing.
+    pub fn open_local(root: &Path, modes: Modes) -> Result<Self> {
         for sub in ["packs", "manifests", "refs"] {
-            let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(Error::io_at("creating", &dir))?;
+            modes.create_dir_all(&root.join(sub))?;
         }
         Ok(LocalStore {
             root: root.to_path_buf(),
             open_packs: Mutex::new(HashMap::new()),
+            modes,
         })
     }
 
@@ -55,7 +60,7 @@ impl LocalStore {
     pub fn put_pack(&self, sealed: &SealedPack) -> Result<()> {
         let dest = self.pack_path(sealed.id);
         let dir = dest.parent().expect("pack path has a parent");
-        fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
+        self.modes.create_dir_all(dir)?;
         fs::set_permissions(&sealed.tmp_path, fs::Permissions::from_mode(0o444))
             .map_err(Error::io_at("setting permissions of", &sealed.tmp_path))?;
         if dest.exists() {
@@ -188,7 +193,7 @@ impl LocalStore {
     fn put_key(&self, key: &str, bytes: &[u8], kind: PutKind) -> Result<bool> {
         let path = self.root.join(key);
         let dir = path.parent().expect("key has a parent");
-        fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
+        self.modes.create_dir_all(dir)?;
         if kind == PutKind::Overwrite {
             write_durably(&path, bytes, 0o444)?;
             return Ok(true);
@@ -259,7 +264,7 @@ impl LocalStore {
             return Ok(RefOutcome::found(existing, root));
         }
         let dir = path.parent().expect("ref has a parent");
-        fs::create_dir_all(dir).map_err(Error::io_at("creating", dir))?;
+        self.modes.create_dir_all(dir)?;
         // Write a temporary file, then hard-link it into place: link() fails if the ref
         // exists, so two writers can never both succeed, and readers never see a partial ref.
         let tmp = dir.join(format!(".{version}.{}.tmp", std::process::id()));
@@ -405,6 +410,13 @@ impl Backend for LocalStore {
 
     fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
         LocalStore::create_ref(self, kind, name, version, root)
+    }
+
+    fn ref_owner(&self, kind: &str, name: &str, version: &str) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(self.ref_path(kind, name, version))
+            .ok()
+            .map(|m| m.uid())
     }
 
     fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {

@@ -28,6 +28,7 @@ use crate::dataset::DatasetName;
 use crate::error::{Error, Result};
 use crate::id::{PackId, RootHash};
 use crate::pack::{self, IndexEntry, SealedPack};
+use crate::sharing::Modes;
 
 pub(crate) use local::write_durably;
 
@@ -94,6 +95,12 @@ impl Store {
     /// Open the store named by `url` for the vault at `vault_dir`: a relative `file://` path
     /// is relative to the vault, and a remote store caches under `<vault>/cache`.
     pub fn open(vault_dir: &Path, url: &StoreUrl, settings: &RemoteConfig) -> Result<Self> {
+        Store::open_with(vault_dir, url, settings, Modes::PRIVATE)
+    }
+
+    /// [`Store::open`] for a vault whose writers create folders with `modes` (a shared
+    /// vault's: setgid, group-writable).
+    pub fn open_with(vault_dir: &Path, url: &StoreUrl, settings: &RemoteConfig, modes: Modes) -> Result<Self> {
         let backend: Box<dyn Backend> = match url {
             StoreUrl::Local(path) => {
                 let root = if path.is_absolute() {
@@ -101,7 +108,7 @@ impl Store {
                 } else {
                     vault_dir.join(path)
                 };
-                Box::new(LocalStore::open_local(&root)?)
+                Box::new(LocalStore::open_local(&root, modes)?)
             }
             remote => Box::new(RemoteStore::open(remote, &vault_dir.join("cache"), settings)?),
         };
@@ -250,6 +257,11 @@ impl Store {
     /// Delete a ref (only `rm` of a dataset calls this). A missing ref is not an error.
     pub fn remove_ref(&self, kind: &str, name: &str, version: &str) -> Result<()> {
         self.backend.remove_ref(kind, name, version)
+    }
+
+    /// The user id owning a ref's file (who sealed the dataset), for a local store.
+    pub fn ref_owner(&self, kind: &str, name: &str, version: &str) -> Option<u32> {
+        self.backend.ref_owner(kind, name, version)
     }
 
     /// The root a ref names, or `None`.

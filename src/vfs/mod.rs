@@ -275,7 +275,7 @@ impl Drop for Vfs {
 impl Vfs {
     /// A view of `scope` in `vault`. Fails when a single dataset does not exist.
     pub fn new(vault: Vault, scope: &Scope, options: VfsOptions) -> crate::Result<Vfs> {
-        let pool = CatalogPool::new(vault.catalog_path());
+        let pool = CatalogPool::new(vault.catalog_path(), !vault.writable());
         let single = match scope {
             Scope::Vault => None,
             Scope::Dataset(r) => Some(DatasetInfo::from_row(&pool.with(|c| c.resolve(r))?)),

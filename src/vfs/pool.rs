@@ -12,13 +12,16 @@ use crate::error::Result;
 
 pub(crate) struct CatalogPool {
     path: PathBuf,
+    /// Open read-only connections (the caller may not write the vault).
+    read_only: bool,
     idle: Mutex<Vec<Catalog>>,
 }
 
 impl CatalogPool {
-    pub fn new(path: PathBuf) -> Self {
+    pub fn new(path: PathBuf, read_only: bool) -> Self {
         CatalogPool {
             path,
+            read_only,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -28,6 +31,7 @@ impl CatalogPool {
         let idle = self.idle.lock().expect("pool lock").pop();
         let catalog = match idle {
             Some(c) => c,
+            None if self.read_only => Catalog::open_read_only(&self.path)?,
             None => Catalog::open(&self.path)?,
         };
         let out = f(&catalog);
