@@ -18,7 +18,6 @@ mod output;
 mod progress;
 mod remote;
 mod run;
-mod view;
 mod workspace;
 
 use std::path::PathBuf;

@@ -3,8 +3,8 @@
 //! unless `--read-only` is given.
 //!
 //! Owns: checking the mount point, the "mounted" line, and signals: SIGINT, SIGTERM and
-//! SIGHUP unmount (lazily if busy) and the command exits 0 with the mount gone. The
-//! adapter to the FUSE crate's traits is in [`super::view`].
+//! SIGHUP unmount (lazily if busy) and the command exits 0 with the mount gone. The view
+//! (`dsvault::vfs::Vfs`) is handed to `dsvault_fuse` as it is: no adapter, no errno here.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,6 @@ use dsvault::vfs::{Scope, Vfs, VfsOptions};
 use dsvault::DatasetRef;
 use dsvault_fuse::{Mount, MountOptions};
 
-use super::view::VfsView;
 use super::Globals;
 
 #[derive(Args, Debug)]
@@ -77,8 +76,7 @@ pub fn mount(g: &Globals, a: MountArgs) -> Result<i32> {
         read_only,
         ..MountOptions::default()
     };
-    let mut mounted =
-        Mount::new(VfsView(view), &mountpoint, &mount_options).map_err(|e| mount_error(e, &mountpoint))?;
+    let mut mounted = Mount::new(view, &mountpoint, &mount_options).map_err(|e| mount_error(e, &mountpoint))?;
     signals.unmount_on_signal(mounted.unmounter());
     announce(g, &what, &mountpoint, read_only)?;
     mounted

@@ -31,7 +31,6 @@ use dsvault_fuse::{Mount, MountOptions, Unmounter};
 use super::mount::{block_stop_signals, check_mountpoint, default_threads, limit_malloc_arenas, mount_error};
 use super::output::json_line;
 use super::progress::Bar;
-use super::view::VfsView;
 use super::Globals;
 
 #[derive(Args, Debug)]
@@ -195,7 +194,7 @@ fn serve(vault: Vault, mp: &Path) -> Result<Served> {
         fsname: "dsvault-run".into(),
         ..MountOptions::default()
     };
-    let mut mount = Mount::new(VfsView(view), mp, &mount_options).map_err(|e| {
+    let mut mount = Mount::new(view, mp, &mount_options).map_err(|e| {
         let _ = std::fs::remove_dir(mp);
         mount_error(e, mp)
     })?;

@@ -1,10 +1,13 @@
 //! `fuser::Filesystem` over a [`WritableView`]: each callback calls the view, turns its
-//! answer into a reply, and turns any [`ViewError`] into its errno (see
-//! [`ViewError::errno`]). On a read-only mount every write-type operation answers EROFS
-//! without calling the view; otherwise the view decides (its defaults answer EROFS).
+//! answer into a reply, and answers any [`VfsError`] with [`VfsError::errno`] (the only
+//! place errors become errno values; what the protocol itself asks for, ENOSYS and ERANGE,
+//! is chosen here). On a read-only mount every write-type operation answers
+//! [`VfsError::ReadOnly`] without calling the view; otherwise the view decides (its defaults
+//! answer [`VfsError::ReadOnly`]).
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +22,7 @@ use fuser::{
 
 use crate::mount::Unmounter;
 use crate::passthrough::{Created, Passthrough};
-use crate::{Attr, NodeKind, SetAttr, SetTime, ViewError, WritableView};
+use dsvault::vfs::{Attr, NodeKind, SetAttr, SetTime, VfsError, WritableView};
 
 /// Largest read (and write) request: 1 MiB.
 pub(crate) const MAX_IO: u32 = 1 << 20;
@@ -31,6 +34,8 @@ const SHORT_TTL: Duration = Duration::from_secs(1);
 /// entry takes a 152-byte header plus its name; the buffer is the reader's getdents size, up
 /// to max_pages, 32 KiB for glibc's readdir).
 const READDIRPLUS_PAGE: usize = 224;
+/// Entries asked of the view per plain READDIR (an entry takes 24 bytes plus its name).
+const READDIR_PAGE: usize = 512;
 /// Block size reported by `stat` (what tools size their reads by). 128 KiB, the kernel's own
 /// readahead unit: `cat` allocates a fresh buffer of this size per file, and with 1 MiB the
 /// page faults on that buffer cost more than the extra read calls save (small files read
@@ -91,8 +96,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
-fn errno(e: &ViewError) -> Errno {
+/// The reply to a failed view operation. Failures that are not the caller's (catalog
+/// trouble, damage) are logged: the caller sees only EIO.
+fn errno(e: &VfsError) -> Errno {
+    if let VfsError::Failed(_) | VfsError::Damaged(_) = e {
+        tracing::warn!("mount: {e}");
+    }
     Errno::from_i32(e.errno())
+}
+
+/// EROFS: what every write-type request gets on a read-only mount.
+fn read_only() -> Errno {
+    errno(&VfsError::ReadOnly)
 }
 
 fn ttl(attr: &Attr) -> Duration {
@@ -148,14 +163,14 @@ impl<V: WritableView> ViewFs<V> {
         }
     }
 
-    fn reply_entry(&self, result: Result<Attr, ViewError>, reply: ReplyEntry) {
+    fn reply_entry(&self, result: Result<Attr, VfsError>, reply: ReplyEntry) {
         match result {
             Ok(a) => reply.entry_with_ttls(&ttl(&a), &ttl(&a), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn reply_empty(result: Result<(), ViewError>, reply: ReplyEmpty) {
+    fn reply_empty(result: Result<(), VfsError>, reply: ReplyEmpty) {
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -175,9 +190,9 @@ impl<V: WritableView> ViewFs<V> {
     /// EOPNOTSUPP in writable parts.
     fn unsupported(&self, ino: u64) -> Errno {
         if !self.read_only && self.view.writable(ino) {
-            Errno::EOPNOTSUPP
+            errno(&VfsError::Unsupported)
         } else {
-            Errno::EROFS
+            read_only()
         }
     }
 }
@@ -222,7 +237,9 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.guarded("lookup", || self.reply_entry(self.view.lookup(parent.0, name), reply));
+        self.guarded("lookup", || {
+            self.reply_entry(self.view.lookup(parent.0, name.as_bytes()), reply)
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -255,7 +272,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         self.guarded("open", || {
             if self.read_only {
                 if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-                    return reply.error(Errno::EROFS);
+                    return reply.error(read_only());
                 }
                 // The kernel remembers this and opens files itself from now on, with its
                 // default of keeping the page cache across opens (FOPEN_KEEP_CACHE).
@@ -338,7 +355,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
                 return reply.error(Errno::ENOSYS);
             }
             let immutable = match self.view.getattr(ino.0) {
-                Ok(a) if a.kind != NodeKind::Dir => return reply.error(Errno::ENOTDIR),
+                Ok(a) if a.kind != NodeKind::Dir => return reply.error(errno(&VfsError::NotADirectory)),
                 Ok(a) => a.immutable,
                 Err(e) => return reply.error(errno(&e)),
             };
@@ -358,7 +375,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         self.guarded("readdir", || {
-            let entries = match self.view.readdir(ino.0, fh.0, offset) {
+            let entries = match self.view.readdir(ino.0, fh.0, offset, READDIR_PAGE) {
                 Ok(entries) => entries,
                 Err(e) => return reply.error(errno(&e)),
             };
@@ -368,7 +385,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
                     NodeKind::File => FileType::RegularFile,
                     NodeKind::Symlink => FileType::Symlink,
                 };
-                if reply.add(INodeNo(e.ino), e.offset, kind, &e.name) {
+                if reply.add(INodeNo(e.ino), e.offset, kind, OsStr::from_bytes(&e.name)) {
                     break;
                 }
             }
@@ -388,12 +405,12 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
                     || reply.add(
                         INodeNo(e.ino),
                         e.offset,
-                        &e.name,
+                        OsStr::from_bytes(&e.name),
                         &ttl(&a),
                         &self.file_attr(&a),
                         Generation(0),
                     );
-                if full && e.name != "." && e.name != ".." {
+                if full && e.name != b"." && e.name != b".." {
                     // Not sent: give back the reference the view counted for it.
                     self.view.forget(e.ino, 1);
                 }
@@ -438,7 +455,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.guarded("getxattr", || match self.view.getxattr(ino.0, name) {
+        self.guarded("getxattr", || match self.view.getxattr(ino.0, name.as_bytes()) {
             Ok(value) => reply_xattr(&value, size, reply),
             Err(e) => reply.error(errno(&e)),
         });
@@ -449,7 +466,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
             Ok(names) => {
                 let mut list = Vec::new();
                 for n in names {
-                    list.extend_from_slice(n.as_encoded_bytes());
+                    list.extend_from_slice(&n);
                     list.push(0);
                 }
                 reply_xattr(&list, size, reply)
@@ -461,7 +478,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         self.guarded("access", || {
             if mask.contains(AccessFlags::W_OK) && (self.read_only || !self.view.writable(ino.0)) {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
             match self.view.getattr(ino.0) {
                 Ok(_) => reply.ok(),
@@ -492,7 +509,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     ) {
         self.guarded("setattr", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
             let changes = SetAttr {
                 mode: mode.map(|m| m & 0o7777),
@@ -518,37 +535,37 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         self.guarded("mkdir", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
             // The kernel has applied the umask already (no FUSE_DONT_MASK).
-            self.reply_entry(self.view.mkdir(parent.0, name, mode & 0o7777), reply)
+            self.reply_entry(self.view.mkdir(parent.0, name.as_bytes(), mode & 0o7777), reply)
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.guarded("unlink", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
-            Self::reply_empty(self.view.unlink(parent.0, name), reply)
+            Self::reply_empty(self.view.unlink(parent.0, name.as_bytes()), reply)
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.guarded("rmdir", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
-            Self::reply_empty(self.view.rmdir(parent.0, name), reply)
+            Self::reply_empty(self.view.rmdir(parent.0, name.as_bytes()), reply)
         });
     }
 
     fn symlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
         self.guarded("symlink", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
-            self.reply_entry(self.view.symlink(parent.0, name, target), reply)
+            self.reply_entry(self.view.symlink(parent.0, name.as_bytes(), target), reply)
         });
     }
 
@@ -564,10 +581,16 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     ) {
         self.guarded("rename", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
             Self::reply_empty(
-                self.view.rename(parent.0, name, new_parent.0, new_name, flags.bits()),
+                self.view.rename(
+                    parent.0,
+                    name.as_bytes(),
+                    new_parent.0,
+                    new_name.as_bytes(),
+                    flags.bits(),
+                ),
                 reply,
             )
         });
@@ -576,9 +599,9 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     fn link(&self, _req: &Request, ino: INodeNo, new_parent: INodeNo, new_name: &OsStr, reply: ReplyEntry) {
         self.guarded("link", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
-            self.reply_entry(self.view.link(ino.0, new_parent.0, new_name), reply)
+            self.reply_entry(self.view.link(ino.0, new_parent.0, new_name.as_bytes()), reply)
         });
     }
 
@@ -596,7 +619,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     ) {
         self.guarded("write", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
             match self.view.write(ino.0, fh.0, offset, data) {
                 Ok(n) => reply.written(n),
@@ -617,9 +640,9 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     ) {
         self.guarded("create", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
-            match self.view.create(parent.0, name, mode & 0o7777, flags) {
+            match self.view.create(parent.0, name.as_bytes(), mode & 0o7777, flags) {
                 Ok((a, fh)) => {
                     let backing = self.passthrough_file(fh);
                     let created = Created {
@@ -658,7 +681,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     ) {
         self.guarded("fallocate", || {
             if self.read_only {
-                return reply.error(Errno::EROFS);
+                return reply.error(read_only());
             }
             Self::reply_empty(self.view.fallocate(ino.0, fh.0, offset, length, mode), reply)
         });
@@ -679,7 +702,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     ) {
         self.guarded("copy_file_range", || {
             // ENOSYS on a writable mount: the kernel then copies through read and write.
-            reply.error(if self.read_only { Errno::EROFS } else { Errno::ENOSYS });
+            reply.error(if self.read_only { read_only() } else { Errno::ENOSYS });
         });
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 
 use crate::fs::{Breaker, ViewFs};
-use crate::WritableView;
+use dsvault::vfs::WritableView;
 
 /// How to mount.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! FUSE passthrough for handles backed by a local file (Linux 6.9+).
 //!
-//! When a view says an open handle is a local file ([`crate::WritableView::backing_file`]),
+//! When a view says an open handle is a local file ([`dsvault::vfs::WritableView::backing_file`]),
 //! the open is answered with `FOPEN_PASSTHROUGH` and a backing id: the kernel then reads,
 //! writes and maps that file itself, without a request per `read(2)`/`write(2)`.
 //!

@@ -1,14 +1,14 @@
 //! The filesystem against a small fake view, mounted for real (needs root and /dev/fuse;
-//! skipped otherwise): replies, errno mapping and EROFS, without any of dsvault behind it.
+//! skipped otherwise): replies, errno mapping and EROFS, with no vault behind it: a small
+//! fake implements the library's view traits.
 
-use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use dsvault_fuse::{
-    Attr, DirEntry, Mount, MountOptions, NodeKind, ReadOnlyView, StatFs, ViewError, ViewResult, WritableView,
-};
+use dsvault::vfs::{Attr, DirEntry, NodeKind, ReadOnlyView, StatFs, VfsError, VfsResult, WritableView};
+use dsvault_fuse::{Mount, MountOptions};
 
 /// `/hello.txt` (readable), `/broken.bin` (damaged: EIO on read); looking up `/bug` panics
 /// (a bug in a view), `/poison` panics holding [`STATE`], and `/after-poison` then needs it.
@@ -19,12 +19,12 @@ const HELLO: &[u8] = b"hello from a fake view\n";
 /// Shared state of the fake view, for a panic to poison.
 static STATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn attr(ino: u64) -> ViewResult<Attr> {
+fn attr(ino: u64) -> VfsResult<Attr> {
     let (kind, size, perm) = match ino {
         1 => (NodeKind::Dir, 0, 0o555),
         2 => (NodeKind::File, HELLO.len() as u64, 0o444),
         3 => (NodeKind::File, 10, 0o444),
-        _ => return Err(ViewError::NotFound),
+        _ => return Err(VfsError::NotFound),
     };
     Ok(Attr {
         ino,
@@ -39,8 +39,8 @@ fn attr(ino: u64) -> ViewResult<Attr> {
 
 impl ReadOnlyView for Fake {
     type Data = Vec<u8>;
-    fn lookup(&self, parent: u64, name: &OsStr) -> ViewResult<Attr> {
-        match (parent, name.to_str()) {
+    fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        match (parent, std::str::from_utf8(name).ok()) {
             (1, Some("hello.txt")) => attr(2),
             (1, Some("broken.bin")) => attr(3),
             (1, Some("bug")) => panic!("a bug in the view"),
@@ -52,21 +52,21 @@ impl ReadOnlyView for Fake {
                 let _held = STATE.lock().expect("state lock");
                 attr(2)
             }
-            _ => Err(ViewError::NotFound),
+            _ => Err(VfsError::NotFound),
         }
     }
-    fn getattr(&self, ino: u64) -> ViewResult<Attr> {
+    fn getattr(&self, ino: u64) -> VfsResult<Attr> {
         attr(ino)
     }
-    fn readlink(&self, _ino: u64) -> ViewResult<Vec<u8>> {
-        Err(ViewError::NotASymlink)
+    fn readlink(&self, _ino: u64) -> VfsResult<Vec<u8>> {
+        Err(VfsError::NotASymlink)
     }
-    fn opendir(&self, _ino: u64) -> ViewResult<u64> {
+    fn opendir(&self, _ino: u64) -> VfsResult<u64> {
         Ok(1)
     }
-    fn readdir(&self, ino: u64, _fh: u64, offset: u64) -> ViewResult<Vec<DirEntry>> {
+    fn readdir(&self, ino: u64, _fh: u64, offset: u64, _max: usize) -> VfsResult<Vec<DirEntry>> {
         if ino != 1 {
-            return Err(ViewError::NotADirectory);
+            return Err(VfsError::NotADirectory);
         }
         let all = [(2, "hello.txt"), (3, "broken.bin")];
         Ok(all
@@ -77,35 +77,37 @@ impl ReadOnlyView for Fake {
                 ino: *ino,
                 offset: i as u64 + 1,
                 kind: NodeKind::File,
-                name: OsString::from(n),
+                name: n.as_bytes().to_vec(),
             })
             .collect())
     }
     fn releasedir(&self, _fh: u64) {}
-    fn open(&self, _ino: u64) -> ViewResult<u64> {
+    fn open(&self, _ino: u64) -> VfsResult<u64> {
         Ok(7)
     }
-    fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> ViewResult<Vec<u8>> {
+    fn read(&self, ino: u64, _fh: u64, offset: u64, size: u32) -> VfsResult<Vec<u8>> {
         match ino {
             2 => {
                 let start = (offset as usize).min(HELLO.len());
                 let end = (start + size as usize).min(HELLO.len());
                 Ok(HELLO[start..end].to_vec())
             }
-            _ => Err(ViewError::Damaged),
+            _ => Err(VfsError::Damaged(Arc::new(dsvault::Error::Damaged(
+                "broken.bin is damaged".into(),
+            )))),
         }
     }
     fn release(&self, _fh: u64) {}
-    fn getxattr(&self, ino: u64, name: &OsStr) -> ViewResult<Vec<u8>> {
-        match (ino, name.to_str()) {
-            (2, Some("user.fake")) => Ok(b"yes".to_vec()),
-            _ => Err(ViewError::NoAttribute),
+    fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
+        match (ino, name) {
+            (2, b"user.fake") => Ok(b"yes".to_vec()),
+            _ => Err(VfsError::NoAttribute),
         }
     }
-    fn listxattr(&self, _ino: u64) -> ViewResult<Vec<OsString>> {
-        Ok(vec!["user.fake".into()])
+    fn listxattr(&self, _ino: u64) -> VfsResult<Vec<Vec<u8>>> {
+        Ok(vec![b"user.fake".to_vec()])
     }
-    fn statfs(&self) -> ViewResult<StatFs> {
+    fn statfs(&self) -> VfsResult<StatFs> {
         Ok(StatFs {
             bytes: 4096 * 10,
             files: 2,
@@ -116,17 +118,6 @@ impl ReadOnlyView for Fake {
 
 /// Read-only: every write-type operation keeps its EROFS default.
 impl WritableView for Fake {}
-
-#[test]
-fn errno_mapping_is_the_truth() {
-    assert_eq!(ViewError::NotFound.errno(), libc::ENOENT);
-    assert_eq!(ViewError::Damaged.errno(), libc::EIO);
-    assert_eq!(ViewError::ReadOnly.errno(), libc::EROFS);
-    assert_eq!(ViewError::NoAttribute.errno(), libc::ENODATA);
-    assert_eq!(ViewError::CrossDevice.errno(), libc::EXDEV);
-    assert_eq!(ViewError::NotEmpty.errno(), libc::ENOTEMPTY);
-    assert_eq!(ViewError::Os(libc::ENOSPC).errno(), libc::ENOSPC);
-}
 
 /// The fake view mounted in a fresh temporary folder and served on a thread; `None` (test
 /// skipped) without root or /dev/fuse. The caller unmounts.

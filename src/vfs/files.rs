@@ -129,8 +129,7 @@ pub(crate) fn copy_entry(
     let file = entry_file(shared, dataset, entry)?;
     for i in 0..file.layout.chunks.len() {
         let chunk = file.chunk(shared, i, u64::MAX)?;
-        out.write_all(&chunk)
-            .map_err(|e| VfsError::Os(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        out.write_all(&chunk).map_err(VfsError::Io)?;
     }
     Ok(())
 }

@@ -2,9 +2,9 @@
 //!
 //! Owns: the inode scheme, resolving inodes to catalog rows, folder listings with stable
 //! offsets, file reads that serve only verified bytes (with a bounded chunk cache and
-//! readahead), extended attributes and `statfs` figures. The `dsvault-fuse` crate turns these
-//! answers into FUSE replies through small traits that the CLI implements over [`Vfs`].
-//! Datasets are read-only: every write-type request for them answers
+//! readahead), extended attributes and `statfs` figures. [`Vfs`] implements the view traits
+//! of [`view`] ([`ReadOnlyView`], [`WritableView`]); the `dsvault-fuse` crate turns their
+//! answers into FUSE replies. Datasets are read-only: every write-type request for them answers
 //! [`VfsError::ReadOnly`]. Workspaces under `work/` are writable; [`work`] owns that overlay.
 //!
 //! Tree of a whole-vault view: `/gold/<name>/<version>/…`, `/derived/<name>/<version>/…`
@@ -35,17 +35,18 @@ mod files;
 mod layouts;
 mod nodes;
 mod pool;
+mod view;
 pub mod work;
 
 pub use cache::ChunkCache;
-pub use work::{SetAttr, SetTime};
+pub use view::{Attr, DirEntry, NodeKind, ReadOnlyView, SetAttr, SetTime, StatFs, VfsError, VfsResult, WritableView};
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::catalog::{DatasetRow, EntryKind};
 use crate::dataset::{DatasetName, DatasetRef};
-use crate::error::Error;
 use crate::id::{ContentId, RootHash};
 use crate::vault::Vault;
 
@@ -73,115 +74,6 @@ pub const XATTR_BLAKE3: &str = "user.dsvault.blake3";
 pub const XATTR_ROOT: &str = "user.dsvault.root";
 /// Extended attribute with the dataset's name, `kind/name@version`.
 pub const XATTR_DATASET: &str = "user.dsvault.dataset";
-
-/// What a view failed with; the FUSE layer maps each variant to one errno.
-#[derive(Debug, thiserror::Error)]
-pub enum VfsError {
-    #[error("no such file or folder")]
-    NotFound,
-    #[error("not a folder")]
-    NotADirectory,
-    #[error("is a folder")]
-    IsADirectory,
-    #[error("not a symlink")]
-    NotASymlink,
-    #[error("no such attribute")]
-    NoAttribute,
-    #[error("unknown or closed handle")]
-    BadHandle,
-    #[error("read-only")]
-    ReadOnly,
-    #[error("already exists")]
-    Exists,
-    #[error("folder not empty")]
-    NotEmpty,
-    /// A rename that would have to copy (a folder with content from a base dataset).
-    #[error("cross-device rename")]
-    CrossDevice,
-    #[error("not supported")]
-    Unsupported,
-    #[error("invalid argument")]
-    InvalidArgument,
-    /// An errno from the workspace's upper layer (ENOSPC, EACCES, ...), passed through.
-    #[error("errno {0}")]
-    Os(i32),
-    /// Stored bytes do not match their hash, or a pack or chunk is missing.
-    #[error("{0}")]
-    Damaged(Arc<Error>),
-    /// Anything else (catalog or I/O trouble).
-    #[error("{0}")]
-    Failed(Arc<Error>),
-}
-
-impl From<Error> for VfsError {
-    fn from(e: Error) -> Self {
-        VfsError::from(Arc::new(e))
-    }
-}
-
-impl From<Arc<Error>> for VfsError {
-    fn from(e: Arc<Error>) -> Self {
-        match *e {
-            Error::CorruptChunk { .. }
-            | Error::CorruptPack { .. }
-            | Error::MissingPack(_)
-            | Error::MissingChunk(_)
-            | Error::Damaged(_) => VfsError::Damaged(e),
-            _ => VfsError::Failed(e),
-        }
-    }
-}
-
-impl From<std::io::Error> for VfsError {
-    fn from(e: std::io::Error) -> Self {
-        VfsError::Os(e.raw_os_error().unwrap_or(libc::EIO))
-    }
-}
-
-/// Result of view operations.
-pub type VfsResult<T> = std::result::Result<T, VfsError>;
-
-/// What a node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeKind {
-    Dir,
-    File,
-    Symlink,
-}
-
-/// A node's attributes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: u64,
-    pub kind: NodeKind,
-    pub size: u64,
-    /// Permission bits: 0o444 for files, 0o555 for folders, 0o777 for symlinks.
-    pub perm: u16,
-    pub mtime: SystemTime,
-    /// False for the folders that change when a dataset is sealed (root, kind and name
-    /// folders) and for everything under `work/`; true for everything inside a dataset.
-    pub immutable: bool,
-    /// Owner (uid, gid) of upper-layer files; `None`: the user who mounted.
-    pub owner: Option<(u32, u32)>,
-}
-
-/// One folder entry of a listing. `offset` is where the next listing resumes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: u64,
-    pub offset: u64,
-    pub kind: NodeKind,
-    pub name: Vec<u8>,
-}
-
-/// Figures for `statfs`: logical bytes and files of the datasets in view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatFs {
-    pub bytes: u64,
-    pub files: u64,
-    /// Free bytes where workspaces are written (0 without workspaces).
-    pub free_bytes: u64,
-}
 
 /// What a view shows.
 #[derive(Debug, Clone)]
@@ -323,155 +215,6 @@ impl Vfs {
         ino != WORK_INO && self.work(ino)
     }
 
-    /// Attributes of `name` in folder `parent`.
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
-        if self.work(parent) {
-            return self.shared.work.lookup(&self.shared, parent, name);
-        }
-        let node = self.shared.node(parent)?;
-        let child = self.shared.child(&node, name)?;
-        self.shared.attr(&child)
-    }
-
-    /// Attributes of an inode.
-    pub fn getattr(&self, ino: u64) -> VfsResult<Attr> {
-        if self.work_node(ino) {
-            return self.shared.work.getattr(&self.shared, ino);
-        }
-        let node = self.shared.node(ino)?;
-        self.shared.attr(&node)
-    }
-
-    /// Attributes of an inode asked through an open handle (`fstat`).
-    pub fn getattr_open(&self, ino: u64, fh: u64) -> VfsResult<Attr> {
-        if self.work_node(ino) {
-            return self.shared.work.getattr_open(&self.shared, ino, fh);
-        }
-        self.getattr(ino)
-    }
-
-    /// A symlink's target bytes.
-    pub fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
-        if self.work_node(ino) {
-            return self.shared.work.readlink(&self.shared, ino);
-        }
-        match self.shared.node(ino)? {
-            Node::Entry { entry, .. } if entry.kind == EntryKind::Symlink => Ok(entry.target.unwrap_or_default()),
-            _ => Err(VfsError::NotASymlink),
-        }
-    }
-
-    /// Open a folder for listing; returns a handle for [`Vfs::readdir`].
-    pub fn opendir(&self, ino: u64) -> VfsResult<u64> {
-        if self.work(ino) {
-            return self.shared.work.opendir(&self.shared, ino);
-        }
-        let node = self.shared.node(ino)?;
-        if self.shared.attr(&node)?.kind != NodeKind::Dir {
-            return Err(VfsError::NotADirectory);
-        }
-        Ok(self.shared.dirs.open(ino))
-    }
-
-    /// Up to `max` entries of folder `ino` after `offset` (0 = from the start). Offsets are
-    /// positions in the name-sorted listing, so they stay valid however the listing is paged.
-    pub fn readdir(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
-        if work::is_overlay_fh(fh) {
-            let page = self
-                .shared
-                .work
-                .readdir(&self.shared, ino, fh, offset, max.max(1), false)?;
-            return Ok(page.into_iter().map(|(e, _)| e).collect());
-        }
-        dirs::readdir(&self.shared, ino, fh, offset, max.max(1))
-    }
-
-    /// Like [`Vfs::readdir`], with each entry's attributes (the attributes of `.` and `..`
-    /// are placeholders: the kernel ignores them). Under `work/` each entry but `.` and `..`
-    /// counts a kernel reference (see [`Vfs::forget`]).
-    pub fn readdir_plus(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<(DirEntry, Attr)>> {
-        if work::is_overlay_fh(fh) {
-            return self
-                .shared
-                .work
-                .readdir(&self.shared, ino, fh, offset, max.max(1), true);
-        }
-        dirs::readdir_plus(&self.shared, ino, fh, offset, max.max(1))
-    }
-
-    /// Forget a folder handle.
-    pub fn releasedir(&self, fh: u64) {
-        if work::is_overlay_fh(fh) {
-            return self.shared.work.releasedir(fh);
-        }
-        self.shared.dirs.close(fh);
-    }
-
-    /// Open a file for reading; returns a handle for [`Vfs::read`].
-    pub fn open(&self, ino: u64) -> VfsResult<u64> {
-        self.open_with(ino, libc::O_RDONLY)
-    }
-
-    /// Open a file with `open(2)` flags. Dataset files open read-only only; workspace files
-    /// opened for writing are copied up first.
-    pub fn open_with(&self, ino: u64, flags: i32) -> VfsResult<u64> {
-        if self.work_node(ino) {
-            return self.shared.work.open(&self.shared, ino, flags);
-        }
-        if flags & libc::O_ACCMODE != libc::O_RDONLY {
-            return Err(VfsError::ReadOnly);
-        }
-        files::open(&self.shared, ino)
-    }
-
-    /// Up to `size` verified bytes of an open file at `offset` (fewer only at the end).
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
-        if work::is_overlay_fh(fh) {
-            return self.shared.work.read(fh, offset, size);
-        }
-        files::read(&self.shared, &self.prefetcher, fh, offset, size)
-    }
-
-    /// Up to `size` verified bytes of file `ino` at `offset`, without an open handle (for
-    /// zero-message opens).
-    pub fn read_ino(&self, ino: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
-        if self.work_node(ino) {
-            return Err(VfsError::BadHandle);
-        }
-        files::read_ino(&self.shared, &self.prefetcher, ino, offset, size)
-    }
-
-    /// The upper-layer file behind open handle `fh` (workspace files only; dataset files
-    /// are assembled from chunks and have none).
-    pub fn backing_file(&self, fh: u64) -> Option<std::sync::Arc<std::fs::File>> {
-        if !work::is_overlay_fh(fh) {
-            return None;
-        }
-        self.shared.work.backing_file(fh)
-    }
-
-    /// Close a file handle.
-    pub fn release(&self, fh: u64) {
-        if work::is_overlay_fh(fh) {
-            return self.shared.work.release(fh);
-        }
-        self.shared.files.close(fh);
-    }
-
-    /// The value of extended attribute `name`.
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
-        self.xattrs(ino)?
-            .into_iter()
-            .find(|(n, _)| n.as_bytes() == name)
-            .map(|(_, v)| v.into_bytes())
-            .ok_or(VfsError::NoAttribute)
-    }
-
-    /// Names of the extended attributes of `ino`.
-    pub fn listxattr(&self, ino: u64) -> VfsResult<Vec<String>> {
-        Ok(self.xattrs(ino)?.into_iter().map(|(n, _)| n.to_string()).collect())
-    }
-
     fn xattrs(&self, ino: u64) -> VfsResult<Vec<(&'static str, String)>> {
         if self.work_node(ino) {
             // Workspace files change: no stored hash describes them.
@@ -494,8 +237,148 @@ impl Vfs {
         Ok(out)
     }
 
+    /// Nodes under `work/` that currently have a number (memory use of the overlay).
+    pub fn work_nodes(&self) -> usize {
+        self.shared.work.node_count()
+    }
+
+    /// Bytes of verified chunks held in memory now.
+    pub fn cached_bytes(&self) -> u64 {
+        self.shared.cache.cached_bytes()
+    }
+}
+
+impl ReadOnlyView for Vfs {
+    type Data = ReadBytes;
+
+    /// Attributes of `name` in folder `parent`.
+    fn lookup(&self, parent: u64, name: &[u8]) -> VfsResult<Attr> {
+        if self.work(parent) {
+            return self.shared.work.lookup(&self.shared, parent, name);
+        }
+        let node = self.shared.node(parent)?;
+        let child = self.shared.child(&node, name)?;
+        self.shared.attr(&child)
+    }
+
+    /// Attributes of an inode.
+    fn getattr(&self, ino: u64) -> VfsResult<Attr> {
+        if self.work_node(ino) {
+            return self.shared.work.getattr(&self.shared, ino);
+        }
+        let node = self.shared.node(ino)?;
+        self.shared.attr(&node)
+    }
+
+    /// A symlink's target bytes.
+    fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>> {
+        if self.work_node(ino) {
+            return self.shared.work.readlink(&self.shared, ino);
+        }
+        match self.shared.node(ino)? {
+            Node::Entry { entry, .. } if entry.kind == EntryKind::Symlink => Ok(entry.target.unwrap_or_default()),
+            _ => Err(VfsError::NotASymlink),
+        }
+    }
+
+    fn every_folder_immutable(&self) -> bool {
+        self.shared.single.is_some()
+    }
+
+    /// Open a folder for listing; returns a handle for [`Vfs::readdir`].
+    fn opendir(&self, ino: u64) -> VfsResult<u64> {
+        if self.work(ino) {
+            return self.shared.work.opendir(&self.shared, ino);
+        }
+        let node = self.shared.node(ino)?;
+        if self.shared.attr(&node)?.kind != NodeKind::Dir {
+            return Err(VfsError::NotADirectory);
+        }
+        Ok(self.shared.dirs.open(ino))
+    }
+
+    /// Up to `max` entries of folder `ino` after `offset` (0 = from the start). Offsets are
+    /// positions in the name-sorted listing, so they stay valid however the listing is paged.
+    fn readdir(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
+        if work::is_overlay_fh(fh) {
+            let page = self
+                .shared
+                .work
+                .readdir(&self.shared, ino, fh, offset, max.max(1), false)?;
+            return Ok(page.into_iter().map(|(e, _)| e).collect());
+        }
+        dirs::readdir(&self.shared, ino, fh, offset, max.max(1))
+    }
+
+    /// Like [`Vfs::readdir`], with each entry's attributes (the attributes of `.` and `..`
+    /// are placeholders: the kernel ignores them). Under `work/` each entry but `.` and `..`
+    /// counts a kernel reference (see [`Vfs::forget`]).
+    fn readdir_plus(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<(DirEntry, Attr)>> {
+        if work::is_overlay_fh(fh) {
+            return self
+                .shared
+                .work
+                .readdir(&self.shared, ino, fh, offset, max.max(1), true);
+        }
+        dirs::readdir_plus(&self.shared, ino, fh, offset, max.max(1))
+    }
+
+    /// Forget a folder handle.
+    fn releasedir(&self, fh: u64) {
+        if work::is_overlay_fh(fh) {
+            return self.shared.work.releasedir(fh);
+        }
+        self.shared.dirs.close(fh);
+    }
+
+    /// Open a file for reading; returns a handle for [`Vfs::read`].
+    fn open(&self, ino: u64) -> VfsResult<u64> {
+        self.open_with(ino, libc::O_RDONLY)
+    }
+
+    /// Up to `size` verified bytes of a file at `offset` (fewer only at the end), through
+    /// open handle `fh`, or by inode when `fh` is 0 (zero-message opens).
+    fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> VfsResult<ReadBytes> {
+        if work::is_overlay_fh(fh) {
+            return self.shared.work.read(fh, offset, size);
+        }
+        if fh == 0 {
+            if self.work_node(ino) {
+                return Err(VfsError::BadHandle);
+            }
+            return files::read_ino(&self.shared, &self.prefetcher, ino, offset, size);
+        }
+        files::read(&self.shared, &self.prefetcher, fh, offset, size)
+    }
+
+    /// Close a file handle.
+    fn release(&self, fh: u64) {
+        if work::is_overlay_fh(fh) {
+            return self.shared.work.release(fh);
+        }
+        self.shared.files.close(fh);
+    }
+
+    /// The value of extended attribute `name`.
+    fn getxattr(&self, ino: u64, name: &[u8]) -> VfsResult<Vec<u8>> {
+        self.xattrs(ino)?
+            .into_iter()
+            .find(|(n, _)| n.as_bytes() == name)
+            .map(|(_, v)| v.into_bytes())
+            .ok_or(VfsError::NoAttribute)
+    }
+
+    /// Names of the extended attributes of `ino`.
+    fn listxattr(&self, ino: u64) -> VfsResult<Vec<Vec<u8>>> {
+        Ok(self
+            .xattrs(ino)?
+            .into_iter()
+            .map(|(n, _)| n.as_bytes().to_vec())
+            .collect())
+    }
+
     /// Logical size and file count of what is in view, and free space for workspaces.
-    pub fn statfs(&self) -> VfsResult<StatFs> {
+    fn statfs(&self) -> VfsResult<StatFs> {
         let rows = match &self.shared.single {
             Some(d) => self
                 .shared
@@ -515,16 +398,46 @@ impl Vfs {
             free_bytes,
         })
     }
+}
 
-    // ---- writing (workspaces only) -----------------------------------------------------
+/// Writing: workspaces only; everything else answers [`VfsError::ReadOnly`].
+impl WritableView for Vfs {
+    /// Attributes of an inode asked through an open handle (`fstat`).
+    fn getattr_open(&self, ino: u64, fh: u64) -> VfsResult<Attr> {
+        if self.work_node(ino) {
+            return self.shared.work.getattr_open(&self.shared, ino, fh);
+        }
+        self.getattr(ino)
+    }
+
+    /// Open a file with `open(2)` flags. Dataset files open read-only only; workspace files
+    /// opened for writing are copied up first.
+    fn open_with(&self, ino: u64, flags: i32) -> VfsResult<u64> {
+        if self.work_node(ino) {
+            return self.shared.work.open(&self.shared, ino, flags);
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return Err(VfsError::ReadOnly);
+        }
+        files::open(&self.shared, ino)
+    }
+
+    /// The upper-layer file behind open handle `fh` (workspace files only; dataset files
+    /// are assembled from chunks and have none).
+    fn backing_file(&self, fh: u64) -> Option<Arc<std::fs::File>> {
+        if !work::is_overlay_fh(fh) {
+            return None;
+        }
+        self.shared.work.backing_file(fh)
+    }
 
     /// Can anything below `ino` be written?
-    pub fn writable(&self, ino: u64) -> bool {
+    fn writable(&self, ino: u64) -> bool {
         self.work_node(ino)
     }
 
     /// Write to a file opened for writing.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
+    fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
         if !work::is_overlay_fh(fh) {
             return Err(VfsError::ReadOnly);
         }
@@ -532,7 +445,7 @@ impl Vfs {
     }
 
     /// Flush an open file's written data to disk.
-    pub fn fsync(&self, fh: u64, datasync: bool) -> VfsResult<()> {
+    fn fsync(&self, _ino: u64, fh: u64, datasync: bool) -> VfsResult<()> {
         if !work::is_overlay_fh(fh) {
             return Ok(());
         }
@@ -541,7 +454,7 @@ impl Vfs {
 
     /// Make a workspace folder's entries durable: its upper folder, and the whiteouts
     /// (committed to the catalog without a sync, see `Ws::add_whiteout`).
-    pub fn fsyncdir(&self, ino: u64) -> VfsResult<()> {
+    fn fsyncdir(&self, ino: u64) -> VfsResult<()> {
         if !self.work_node(ino) {
             return Ok(());
         }
@@ -550,7 +463,7 @@ impl Vfs {
     }
 
     /// `fallocate(2)` on a file opened for writing.
-    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> VfsResult<()> {
+    fn fallocate(&self, _ino: u64, fh: u64, offset: u64, length: u64, mode: i32) -> VfsResult<()> {
         if !work::is_overlay_fh(fh) {
             return Err(VfsError::ReadOnly);
         }
@@ -558,7 +471,7 @@ impl Vfs {
     }
 
     /// Change attributes (size, mode, owner, times).
-    pub fn setattr(&self, ino: u64, fh: Option<u64>, changes: &work::SetAttr) -> VfsResult<Attr> {
+    fn setattr(&self, ino: u64, fh: Option<u64>, changes: &SetAttr) -> VfsResult<Attr> {
         if !self.work_node(ino) {
             return Err(VfsError::ReadOnly);
         }
@@ -567,42 +480,42 @@ impl Vfs {
     }
 
     /// Create and open file `name` in `parent`.
-    pub fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32) -> VfsResult<(Attr, u64)> {
+    fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32) -> VfsResult<(Attr, u64)> {
         if !self.work(parent) {
             return Err(VfsError::ReadOnly);
         }
         self.shared.work.create(&self.shared, parent, name, mode, flags)
     }
 
-    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
+    fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
         if !self.work(parent) {
             return Err(VfsError::ReadOnly);
         }
         self.shared.work.mkdir(&self.shared, parent, name, mode)
     }
 
-    pub fn symlink(&self, parent: u64, name: &[u8], target: &std::path::Path) -> VfsResult<Attr> {
+    fn symlink(&self, parent: u64, name: &[u8], target: &Path) -> VfsResult<Attr> {
         if !self.work(parent) {
             return Err(VfsError::ReadOnly);
         }
         self.shared.work.symlink(&self.shared, parent, name, target)
     }
 
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+    fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
         if !self.work(parent) {
             return Err(VfsError::ReadOnly);
         }
         self.shared.work.unlink(&self.shared, parent, name)
     }
 
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
+    fn rmdir(&self, parent: u64, name: &[u8]) -> VfsResult<()> {
         if !self.work(parent) {
             return Err(VfsError::ReadOnly);
         }
         self.shared.work.rmdir(&self.shared, parent, name)
     }
 
-    pub fn rename(&self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], flags: u32) -> VfsResult<()> {
+    fn rename(&self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8], flags: u32) -> VfsResult<()> {
         match (self.work(parent), self.work(new_parent)) {
             (true, true) => self
                 .shared
@@ -615,7 +528,7 @@ impl Vfs {
 
     /// A hard link `name` in folder `new_parent` to `ino`, within one workspace; a dataset
     /// file cannot be linked into a workspace (EXDEV: `cp -al` and the like then copy).
-    pub fn link(&self, ino: u64, new_parent: u64, name: &[u8]) -> VfsResult<Attr> {
+    fn link(&self, ino: u64, new_parent: u64, name: &[u8]) -> VfsResult<Attr> {
         match (self.work_node(new_parent), self.work_node(ino)) {
             (true, true) => self.shared.work.link(&self.shared, ino, new_parent, name),
             (true, false) => Err(VfsError::CrossDevice),
@@ -624,24 +537,14 @@ impl Vfs {
     }
 
     /// The kernel gave back `n` references to `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
+    fn forget(&self, ino: u64, n: u64) {
         if self.work_node(ino) {
             self.shared.work.forget(ino, n);
         }
     }
-
-    /// Nodes under `work/` that currently have a number (memory use of the overlay).
-    pub fn work_nodes(&self) -> usize {
-        self.shared.work.node_count()
-    }
-
-    /// Bytes of verified chunks held in memory now.
-    pub fn cached_bytes(&self) -> u64 {
-        self.shared.cache.cached_bytes()
-    }
 }
 
-/// Bytes returned by [`Vfs::read`]: a slice of a cached chunk when the read falls inside one
+/// Bytes returned by [`ReadOnlyView::read`]: a slice of a cached chunk when the read falls inside one
 /// chunk (no copy), else a buffer assembled from several chunks.
 pub enum ReadBytes {
     Slice {

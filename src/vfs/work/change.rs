@@ -10,8 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::layers::{Found, Ws};
-use super::{meta_attr, upper, Overlay, SetAttr};
+use super::{meta_attr, upper, Overlay};
 use crate::catalog::entries::{join_path, split_path};
+use crate::vfs::SetAttr;
 use crate::vfs::{Attr, Shared, VfsError, VfsResult, WORK_INO};
 
 /// `renameat2` flags.
@@ -96,7 +97,7 @@ impl Overlay {
         let found = ws.resolve(shared, &from)?.ok_or(VfsError::NotFound)?;
         if found.is_dir() {
             // link(2) on a folder: EPERM.
-            return Err(VfsError::Os(libc::EPERM));
+            return Err(VfsError::NotPermitted);
         }
         if ws.resolve(shared, &path)?.is_some() {
             return Err(VfsError::Exists);

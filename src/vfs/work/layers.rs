@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use crate::catalog::entries::{join_path, split_path};
 use crate::catalog::{Entry, EntryKind};
 use crate::error::Error;
-use crate::vfs::{DatasetInfo, Shared, VfsError, VfsResult};
+use crate::vfs::{DatasetInfo, Shared, VfsResult};
 use crate::workspace::{replaced_by_later_base, Workspace, WriterLock};
 
 /// Base entries listed per catalog query.
@@ -89,7 +89,7 @@ impl Ws {
                     if !self.busy_logged.swap(true, Ordering::Relaxed) {
                         tracing::warn!("mount: {e}");
                     }
-                    return Err(VfsError::Os(libc::EBUSY));
+                    return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -42,24 +42,6 @@ pub(crate) use handles::Handles;
 use inodes::NodeTable;
 use layers::{Found, Ws};
 
-/// Attribute changes (`None`: unchanged).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub atime: Option<SetTime>,
-    pub mtime: Option<SetTime>,
-}
-
-/// A time to set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetTime {
-    At(SystemTime),
-    Now,
-}
-
 /// State of the overlay for the life of a view.
 #[derive(Default)]
 pub(crate) struct Overlay {

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use super::layers::{Found, Ws};
-use super::{SetAttr, SetTime};
 use crate::catalog::entries::split_path;
 use crate::catalog::{Entry, EntryKind};
 use crate::vfs::{files, ns_to_time, Shared, VfsError, VfsResult};
+use crate::vfs::{SetAttr, SetTime};
 
 /// Numbers the scratch files of this process.
 static SCRATCH: AtomicU64 = AtomicU64::new(0);
