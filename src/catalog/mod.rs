@@ -155,10 +155,7 @@ fn persist_wal(conn: &Connection) -> Result<()> {
         )
     };
     if rc != rusqlite::ffi::SQLITE_OK {
-        return Err(Error::Catalog(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rc),
-            None,
-        )));
+        return Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rc), None).into());
     }
     Ok(())
 }
