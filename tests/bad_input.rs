@@ -68,8 +68,7 @@ fn setpriv_works() -> bool {
 
 #[test]
 fn unreadable_file_or_folder_is_a_clear_error_and_seals_nothing() {
-    if !setpriv_works() {
-        eprintln!("NOTICE: skipping: `setpriv` cannot drop to uid 65534 here");
+    if !common::require::needs(setpriv_works(), "`setpriv` able to drop to uid 65534 (root)") {
         return;
     }
     let tmp = tempdir();

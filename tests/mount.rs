@@ -370,7 +370,8 @@ fn a_flipped_pack_byte_gives_eio_on_exactly_the_damaged_file() {
 
 #[test]
 fn a_read_only_bind_in_a_fresh_mount_namespace_reads_correctly() {
-    if !can_mount() || Command::new("unshare").arg("--version").output().is_err() {
+    let unshare = Command::new("unshare").arg("--version").output().is_ok();
+    if !can_mount() || !common::require::needs(unshare, "unshare (util-linux)") {
         return;
     }
     let v = Vault::new();

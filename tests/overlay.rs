@@ -7,8 +7,8 @@
 //! with a file hides what earlier bases have under it). gc while a workspace is mounted does
 //! not break reads.
 //!
-//! Needs root and /dev/fuse (skipped otherwise). Mounts are owned by a guard that unmounts
-//! them even when a test fails.
+//! Needs root and /dev/fuse (skipped otherwise, failed under CI). Mounts are owned by a
+//! guard that unmounts them even when a test fails.
 
 mod common;
 
@@ -135,10 +135,7 @@ fn which(tool: &str) -> bool {
         .arg(format!("command -v {tool}"))
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("{tool} is not installed: its part of the test is skipped (scripts/test.sh installs it)");
-    }
-    found
+    common::require::needs(found, &format!("{tool} (scripts/test.sh installs it)"))
 }
 
 #[test]

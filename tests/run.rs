@@ -1,5 +1,5 @@
-//! `dsvault run` end to end (real mounts; needs root and /dev/fuse, skipped otherwise):
-//! the environment the command sees, a failing command recorded without a derive, a
+//! `dsvault run` end to end (real mounts; needs root and /dev/fuse, skipped otherwise,
+//! failed under CI): the environment the command sees, a failing command recorded without a derive, a
 //! successful one derived with its lineage, a signal reaching the command with the mount
 //! gone afterwards, `--cd` and the placeholders, the warning for an unchanged workspace, and
 //! a crash between the recorded run and its derive. A guard detaches any mount a run left,

@@ -24,18 +24,10 @@ const BOB: &str = "dsv_bob";
 const CAROL: &str = "dsv_carol";
 const GROUP: &str = "dsv_team";
 
-/// Root (to create users), or the test is skipped; under `CI=true` it fails instead.
+/// Root (to create users), or the test is skipped (fails under CI: see common::require).
 fn need_root() -> bool {
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the sharing tests need root under CI"
-    );
-    eprintln!("skipped: needs root to create users");
-    false
+    common::require::needs(unsafe { libc::geteuid() } == 0, "root (to create users)")
 }
 
 fn quiet(cmd: &mut Command) -> bool {

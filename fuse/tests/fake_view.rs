@@ -1,6 +1,6 @@
-//! The filesystem against a small fake view, mounted for real (needs root and /dev/fuse;
-//! skipped otherwise): replies, errno mapping and EROFS, with no vault behind it: a small
-//! fake implements the library's view traits.
+//! The filesystem against a small fake view, mounted for real: replies, errno mapping and
+//! EROFS, with no vault behind it (a small fake implements the library's view traits).
+//! Needs root and /dev/fuse: skipped otherwise, failed under CI (`tests/common/require.rs`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -9,6 +9,10 @@ use std::time::SystemTime;
 
 use dsvault::vfs::{Attr, DirEntry, NodeKind, ReadOnlyView, StatFs, VfsError, VfsResult, WritableView};
 use dsvault_fuse::{Mount, MountOptions};
+
+/// The suite's one rule for tests that need root and /dev/fuse.
+#[path = "../../tests/common/require.rs"]
+mod require;
 
 /// `/hello.txt` (readable), `/broken.bin` (damaged: EIO on read); looking up `/bug` panics
 /// (a bug in a view), `/poison` panics holding [`STATE`], and `/after-poison` then needs it.
@@ -120,7 +124,7 @@ impl ReadOnlyView for Fake {
 impl WritableView for Fake {}
 
 /// The fake view mounted in a fresh temporary folder and served on a thread; `None` (test
-/// skipped) without root or /dev/fuse. The caller unmounts.
+/// skipped, or failed under CI) without root or /dev/fuse. The caller unmounts.
 struct Served {
     /// Removed when the test ends.
     _dir: tempfile::TempDir,
@@ -135,9 +139,7 @@ fn code<T>(result: std::io::Result<T>) -> Option<i32> {
 }
 
 fn serve_fake() -> Option<Served> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: needs root and /dev/fuse");
+    if !require::can_mount() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 pub mod azurite;
 pub mod fault_proxy;
 pub mod mounted;
+pub mod require;
 pub mod s3;
 
 use std::collections::BTreeSet;
