@@ -137,7 +137,7 @@ fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
 }
 
 /// The mounted tree equals the source: same paths, bytes, sizes, symlink targets; files
-/// 0444, folders 0555; each file's blake3 xattr is its hash and the root xattr the root.
+/// and folders with the source's modes minus the write bits; each file's blake3 xattr is its hash and the root xattr the root.
 fn assert_same_tree(src: &Path, mounted: &Path, root: &str) {
     assert_eq!(walk(src), walk(mounted), "listings differ");
     for rel in walk(src) {
@@ -147,9 +147,17 @@ fn assert_same_tree(src: &Path, mounted: &Path, root: &str) {
         if sm.is_symlink() {
             assert_eq!(fs::read_link(&s).unwrap(), fs::read_link(&m).unwrap());
         } else if sm.is_dir() {
-            assert_eq!(mm.permissions().mode() & 0o7777, 0o555, "{rel:?}");
+            assert_eq!(
+                mm.permissions().mode() & 0o7777,
+                sm.permissions().mode() & 0o555,
+                "{rel:?}"
+            );
         } else {
-            assert_eq!(mm.permissions().mode() & 0o7777, 0o444, "{rel:?}");
+            assert_eq!(
+                mm.permissions().mode() & 0o7777,
+                sm.permissions().mode() & 0o555,
+                "{rel:?}"
+            );
             assert_eq!(sm.len(), mm.len(), "{rel:?}");
             let bytes = fs::read(&s).unwrap();
             assert!(bytes == fs::read(&m).unwrap(), "bytes of {rel:?} differ");

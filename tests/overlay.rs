@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::mounted::{can_mount, mount_vault, mount_vault_with, with_and_without_passthrough};
+use common::mounted::{self, can_mount, mount_vault, mount_vault_with, with_and_without_passthrough};
 use common::*;
 
 /// A base: folders, a multi-chunk file, small files, a symlink.
@@ -617,4 +617,100 @@ fn hard_links_through_a_mount(env: &[(&str, &str)]) {
     let again = tmp.join("base-export");
     v.export_ok("gold/photos@v1", &again);
     assert_same_tree(&base, &again);
+}
+
+/// The permission bits of `path` (not following a symlink).
+fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// Every file and folder of the modes test's source, relative.
+const MODE_PATHS: [&str; 8] = [
+    "scripts",
+    "scripts/prepare.sh",
+    "data",
+    "data/table.csv",
+    "private",
+    "private/key",
+    "shared",
+    "shared/group.txt",
+];
+
+/// `./prepare.sh` run in folder `dir`; returns what it printed.
+fn run_prepare(dir: &Path) -> String {
+    sh(Command::new("./prepare.sh").arg("now").current_dir(dir))
+}
+
+/// Gold and derived datasets are served with their recorded modes minus the write bits, in
+/// a single-dataset mount and in a whole-vault mount: a script runs from the mount. A base
+/// file seen through a workspace keeps its recorded mode until it is changed; a derive
+/// records the change; export restores the recorded modes.
+#[test]
+fn datasets_keep_their_recorded_modes_in_every_mount() {
+    if !can_mount() {
+        return;
+    }
+    let v = TestVault::new();
+    let tmp = v.dir.parent().unwrap().to_path_buf();
+    let src = tmp.join("tools");
+    write_file_mode(&src, "scripts/prepare.sh", b"#!/bin/sh\necho prepared \"$1\"\n", 0o755);
+    write_file_mode(&src, "data/table.csv", b"a,b\n1,2\n", 0o644);
+    write_file_mode(&src, "private/key", b"secret\n", 0o600);
+    write_file_mode(&src, "shared/group.txt", b"team\n", 0o640);
+    chmod(&src.join("private"), 0o700);
+    chmod(&src.join("shared"), 0o750);
+    v.ingest_ok(&src, "tools", "v1", &[]);
+    v.run(["workspace", "new", "w", "--base", "gold/tools@v1"]).ok();
+    let served = |rel: &str| mode_of(&src.join(rel)) & 0o555;
+
+    let one = tmp.join("one");
+    fs::create_dir_all(&one).unwrap();
+    let mut cmd = v.cmd();
+    cmd.args(["mount", "gold/tools@v1"]).arg(&one);
+    let m = mounted::spawn_mount(cmd, &one, false);
+    for rel in MODE_PATHS {
+        assert_eq!(mode_of(&one.join(rel)), served(rel), "{rel} in a single-dataset mount");
+    }
+    assert_eq!(mode_of(&one.join("scripts/prepare.sh")), 0o555);
+    assert_eq!(mode_of(&one.join("data/table.csv")), 0o444);
+    assert_eq!(run_prepare(&one.join("scripts")), "prepared now\n");
+    assert_eq!(m.unmount(), Some(0));
+
+    let m = mount_vault(&v, &tmp.join("all"));
+    let gold = m.mp.join("gold/tools/v1");
+    let work = m.mp.join("work/w");
+    for rel in MODE_PATHS {
+        assert_eq!(mode_of(&gold.join(rel)), served(rel), "{rel} in gold/");
+        assert_eq!(mode_of(&work.join(rel)), mode_of(&src.join(rel)), "{rel} in work/w/");
+    }
+    assert_eq!(run_prepare(&gold.join("scripts")), "prepared now\n");
+    assert_eq!(run_prepare(&work.join("scripts")), "prepared now\n");
+    chmod(&work.join("scripts/prepare.sh"), 0o700);
+    chmod(&work.join("data/table.csv"), 0o600);
+    assert_eq!(mode_of(&work.join("scripts/prepare.sh")), 0o700);
+    assert_eq!(mode_of(&gold.join("scripts/prepare.sh")), 0o555, "gold is unchanged");
+    assert_eq!(m.unmount(), Some(0));
+
+    v.run(["derive", "w", "--name", "tools-mod", "--version", "v1"]).ok();
+    let changed = |rel: &str| match rel {
+        "scripts/prepare.sh" => 0o700,
+        "data/table.csv" => 0o600,
+        _ => mode_of(&src.join(rel)),
+    };
+    let m = mount_vault(&v, &tmp.join("all"));
+    let derived = m.mp.join("derived/tools-mod/v1");
+    for rel in MODE_PATHS {
+        assert_eq!(mode_of(&derived.join(rel)), changed(rel) & 0o555, "{rel} in derived/");
+    }
+    assert_eq!(run_prepare(&derived.join("scripts")), "prepared now\n");
+    assert_eq!(m.unmount(), Some(0));
+
+    let (gold_out, derived_out) = (tmp.join("gold-out"), tmp.join("derived-out"));
+    v.export_ok("gold/tools@v1", &gold_out);
+    v.export_ok("derived/tools-mod@v1", &derived_out);
+    for rel in MODE_PATHS {
+        assert_eq!(mode_of(&gold_out.join(rel)), mode_of(&src.join(rel)), "exported {rel}");
+        assert_eq!(mode_of(&derived_out.join(rel)), changed(rel), "exported derived {rel}");
+    }
+    v.verify();
 }

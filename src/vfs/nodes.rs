@@ -263,11 +263,14 @@ impl Shared {
     }
 }
 
-/// Attributes of an entry inside a dataset.
+/// Attributes of an entry inside a dataset. Files and folders keep their recorded
+/// permission bits without the write bits (a dataset never changes): 0755 is served as
+/// 0555, so a script in a dataset runs from the mount, and 0644 as 0444. Setuid, setgid and
+/// sticky bits are dropped. Symlinks are 0777, as everywhere.
 pub(crate) fn entry_attr(entry: &Entry) -> Attr {
     let (kind, perm) = match entry.kind {
-        EntryKind::File => (NodeKind::File, 0o444),
-        EntryKind::Dir => (NodeKind::Dir, 0o555),
+        EntryKind::File => (NodeKind::File, served_mode(entry.mode)),
+        EntryKind::Dir => (NodeKind::Dir, served_mode(entry.mode)),
         EntryKind::Symlink => (NodeKind::Symlink, 0o777),
     };
     let size = match entry.kind {
@@ -284,4 +287,9 @@ pub(crate) fn entry_attr(entry: &Entry) -> Attr {
         immutable: true,
         owner: None,
     }
+}
+
+/// The permission bits a dataset entry is served with: its recorded read and execute bits.
+fn served_mode(recorded: u32) -> u16 {
+    (recorded & 0o555) as u16
 }

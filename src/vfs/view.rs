@@ -133,8 +133,9 @@ pub struct Attr {
     pub ino: u64,
     pub kind: NodeKind,
     pub size: u64,
-    /// Permission bits: 0o444 for files, 0o555 for folders, 0o777 for symlinks of datasets;
-    /// what the upper layer says under `work/`.
+    /// Permission bits. Inside a dataset: the recorded mode without write bits (0755 is
+    /// 0555, 0644 is 0444), 0o777 for symlinks, 0o555 for the folders above datasets. Under
+    /// `work/`: what the upper layer says, or a base entry's recorded mode until changed.
     pub perm: u16,
     pub mtime: SystemTime,
     /// Immutable nodes get long kernel cache timeouts and keep their page cache across
