@@ -35,10 +35,12 @@ mod files;
 mod layouts;
 mod nodes;
 mod pool;
+mod reader;
 mod view;
 pub mod work;
 
 pub use cache::ChunkCache;
+pub use reader::{DatasetPath, DatasetReader, InvalidPath, PathInfo};
 pub use view::{Attr, DirEntry, NodeKind, ReadOnlyView, SetAttr, SetTime, StatFs, VfsError, VfsResult, WritableView};
 
 use std::path::Path;

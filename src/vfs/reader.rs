@@ -1,0 +1,482 @@
+//! Reading one dataset by path instead of by inode: what the Python module (and any other
+//! adapter without a kernel in between) needs on top of [`Vfs`].
+//!
+//! Owns: parsing a caller's path into a [`DatasetPath`] (relative, no `..`, no NUL; `.` and
+//! empty components dropped), resolving it to a node with one catalog query (following
+//! symlinks that stay inside the dataset), folder listings by path, and positional reads
+//! into a caller's buffer through an open handle of the view. It serves the same verified,
+//! cached bytes as the mount (it is a single-dataset [`Vfs`] underneath) and never writes:
+//! there is no call here that could.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::nodes::entry_attr;
+use super::{DatasetInfo, NodeKind, ReadOnlyView, Scope, Vfs, VfsError, VfsOptions, VfsResult};
+use crate::catalog::entries::{join_path, split_path};
+use crate::catalog::{Entry, EntryKind};
+use crate::dataset::DatasetRef;
+use crate::id::{ContentId, RootHash};
+use crate::vault::Vault;
+
+/// Symlinks followed while resolving one path (like the kernel's `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+/// Entries fetched per catalog query when listing a folder.
+const LIST_PAGE: usize = 4096;
+/// Bytes asked of the view per read call (it assembles at most this much at once).
+const READ_STEP: usize = 8 << 20;
+
+/// A path inside a dataset: components joined by `/`, none of them empty, `.` or `..`;
+/// empty for the dataset's root.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DatasetPath(Vec<u8>);
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path:?} is not a path inside a dataset: {reason}")]
+pub struct InvalidPath {
+    pub path: String,
+    pub reason: &'static str,
+}
+
+impl DatasetPath {
+    /// The dataset's root folder.
+    pub fn root() -> DatasetPath {
+        DatasetPath(Vec::new())
+    }
+
+    /// Check a caller's path. Absolute paths and `..` are refused rather than resolved, so a
+    /// path can never name anything outside the dataset.
+    pub fn parse(path: &[u8]) -> Result<DatasetPath, InvalidPath> {
+        let refuse = |reason| InvalidPath {
+            path: String::from_utf8_lossy(path).into_owned(),
+            reason,
+        };
+        if path.starts_with(b"/") {
+            return Err(refuse(
+                "absolute paths are refused; give it relative to the dataset's root",
+            ));
+        }
+        if path.contains(&0) {
+            return Err(refuse("it contains a NUL byte"));
+        }
+        let mut out = Vec::with_capacity(path.len());
+        for part in path.split(|&b| b == b'/') {
+            match part {
+                b"" | b"." => continue,
+                b".." => return Err(refuse("`..` is refused: a path cannot leave its dataset")),
+                _ => {
+                    if !out.is_empty() {
+                        out.push(b'/');
+                    }
+                    out.extend_from_slice(part);
+                }
+            }
+        }
+        Ok(DatasetPath(out))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `self/name`.
+    fn join(&self, name: &[u8]) -> DatasetPath {
+        DatasetPath(join_path(&self.0, name))
+    }
+
+    /// Where a symlink at `self` with `target` points, if that is inside the dataset.
+    fn link_target(&self, target: &[u8]) -> Option<DatasetPath> {
+        if target.starts_with(b"/") {
+            return None;
+        }
+        let (parent, _) = split_path(&self.0);
+        let mut parts: Vec<&[u8]> = parent.split(|&b| b == b'/').filter(|p| !p.is_empty()).collect();
+        for part in target.split(|&b| b == b'/') {
+            match part {
+                b"" | b"." => {}
+                b".." => {
+                    parts.pop()?;
+                }
+                p => parts.push(p),
+            }
+        }
+        Some(DatasetPath(parts.join(&b'/')))
+    }
+}
+
+impl std::fmt::Display for DatasetPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// What a path is, as a listing or `stat` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The path as resolved (after symlinks), relative to the dataset's root.
+    pub path: DatasetPath,
+    /// The last component of the path asked for (empty for the root).
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    pub size: u64,
+    /// Permission bits as ingested (`0o7777` mask).
+    pub mode: u32,
+    pub mtime: SystemTime,
+    /// Whole-content blake3 hash of a file (the empty content's for an empty file).
+    pub content: Option<ContentId>,
+    /// A symlink's target (listings do not follow symlinks).
+    pub target: Option<Vec<u8>>,
+}
+
+impl PathInfo {
+    fn of_entry(entry: &Entry) -> PathInfo {
+        let attr = entry_attr(entry);
+        let content = match entry.kind {
+            EntryKind::File => Some(entry.content.unwrap_or_else(|| ContentId::of(b""))),
+            _ => None,
+        };
+        PathInfo {
+            path: DatasetPath(entry.path()),
+            name: entry.name.clone(),
+            kind: attr.kind,
+            size: attr.size,
+            mode: entry.mode,
+            mtime: attr.mtime,
+            content,
+            target: entry.target.clone(),
+        }
+    }
+
+    fn of_root(dataset: &DatasetInfo) -> PathInfo {
+        PathInfo {
+            path: DatasetPath::root(),
+            name: Vec::new(),
+            kind: NodeKind::Dir,
+            size: 0,
+            mode: 0o555,
+            mtime: dataset.mtime,
+            content: None,
+            target: None,
+        }
+    }
+}
+
+/// One dataset, read by path. Cheap to share between threads (`&self` everywhere).
+pub struct DatasetReader {
+    vfs: Vfs,
+    dataset: Arc<DatasetInfo>,
+}
+
+impl DatasetReader {
+    /// Open `dataset` of `vault` (a sealed dataset; fails when it does not exist).
+    pub fn open(vault: Vault, dataset: &DatasetRef, options: VfsOptions) -> crate::Result<DatasetReader> {
+        let options = VfsOptions {
+            workspaces: false,
+            ..options
+        };
+        let vfs = Vfs::new(vault, &Scope::Dataset(dataset.clone()), options)?;
+        let dataset = vfs
+            .shared
+            .single
+            .clone()
+            .expect("a single-dataset view has its dataset");
+        Ok(DatasetReader { vfs, dataset })
+    }
+
+    /// `KIND/NAME@VERSION`.
+    pub fn name(&self) -> String {
+        self.dataset.name.to_string()
+    }
+
+    pub fn root(&self) -> RootHash {
+        self.dataset.root
+    }
+
+    pub fn vault(&self) -> &Vault {
+        self.vfs.vault()
+    }
+
+    /// What `path` is, following symlinks (a symlink leaving the dataset is not found).
+    pub fn stat(&self, path: &DatasetPath) -> VfsResult<PathInfo> {
+        let mut info = self.resolve(path, true)?;
+        if !path.is_root() {
+            info.name = split_path(path.as_bytes()).1.to_vec();
+        }
+        Ok(info)
+    }
+
+    /// What `path` itself is (a symlink is reported as one).
+    pub fn lstat(&self, path: &DatasetPath) -> VfsResult<PathInfo> {
+        self.resolve(path, false)
+    }
+
+    /// The entries of folder `path`, by name (symlinks are reported, not followed).
+    pub fn list(&self, path: &DatasetPath) -> VfsResult<Vec<PathInfo>> {
+        let dir = self.resolve(path, true)?;
+        if dir.kind != NodeKind::Dir {
+            return Err(VfsError::NotADirectory);
+        }
+        let mut out = Vec::new();
+        loop {
+            let after = out.last().map(|e: &PathInfo| e.name.clone());
+            let page = self
+                .vfs
+                .shared
+                .pool
+                .with(|c| c.children(self.dataset.id, dir.path.as_bytes(), after.as_deref(), LIST_PAGE))?;
+            let done = page.len() < LIST_PAGE;
+            out.extend(page.iter().map(PathInfo::of_entry));
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Open file `path` (following symlinks) for [`DatasetReader::read_at`]; the handle
+    /// stays valid until [`DatasetReader::close`].
+    pub fn open_file(&self, path: &DatasetPath) -> VfsResult<(u64, PathInfo)> {
+        let info = self.stat(path)?;
+        if info.kind == NodeKind::Dir {
+            return Err(VfsError::IsADirectory);
+        }
+        let entry = self.entry(&info.path)?.ok_or(VfsError::NotFound)?;
+        Ok((self.vfs.open(super::nodes::entry_ino(entry.id))?, info))
+    }
+
+    /// Fill `buf` with the verified bytes of open file `fh` from `offset`; fewer only at the
+    /// end of the file. Returns how many were written.
+    pub fn read_at(&self, fh: u64, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let want = (buf.len() - done).min(READ_STEP);
+            // Inode 0: the handle alone says which file (handles start at 1).
+            let bytes = self.vfs.read(0, fh, offset + done as u64, want as u32)?;
+            let got = bytes.as_ref();
+            buf[done..done + got.len()].copy_from_slice(got);
+            done += got.len();
+            if got.len() < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Forget an open handle.
+    pub fn close(&self, fh: u64) {
+        self.vfs.release(fh);
+    }
+
+    /// Bytes of verified chunks held in memory now.
+    pub fn cached_bytes(&self) -> u64 {
+        self.vfs.cached_bytes()
+    }
+
+    /// The entry at exactly `path` (no symlinks followed), `None` for the root or nothing.
+    fn entry(&self, path: &DatasetPath) -> VfsResult<Option<Entry>> {
+        if path.is_root() {
+            return Ok(None);
+        }
+        Ok(self
+            .vfs
+            .shared
+            .pool
+            .with(|c| c.entry_at(self.dataset.id, path.as_bytes()))?)
+    }
+
+    /// Resolve `path`: one query when no folder on the way is a symlink, else a walk
+    /// component by component that follows them (and the last one when `follow`).
+    fn resolve(&self, path: &DatasetPath, follow: bool) -> VfsResult<PathInfo> {
+        if path.is_root() {
+            return Ok(PathInfo::of_root(&self.dataset));
+        }
+        match self.entry(path)? {
+            Some(e) if e.kind != EntryKind::Symlink || !follow => Ok(PathInfo::of_entry(&e)),
+            _ => self.walk(path, follow),
+        }
+    }
+
+    fn walk(&self, path: &DatasetPath, follow: bool) -> VfsResult<PathInfo> {
+        let mut links = 0;
+        let mut todo: Vec<Vec<u8>> = path
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut at = DatasetPath::root();
+        let mut info = PathInfo::of_root(&self.dataset);
+        while let Some(part) = todo.pop() {
+            if info.kind != NodeKind::Dir {
+                return Err(VfsError::NotADirectory);
+            }
+            let here = at.join(&part);
+            let entry = self.entry(&here)?.ok_or(VfsError::NotFound)?;
+            let last = todo.is_empty();
+            if entry.kind != EntryKind::Symlink || (last && !follow) {
+                info = PathInfo::of_entry(&entry);
+                at = here;
+                continue;
+            }
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(VfsError::NotFound);
+            }
+            let target = entry.target.as_deref().unwrap_or_default();
+            let dest = here.link_target(target).ok_or(VfsError::NotFound)?;
+            // Continue from the root with the target's components, then what was left.
+            todo.extend(
+                dest.as_bytes()
+                    .split(|&b| b == b'/')
+                    .rev()
+                    .filter(|p| !p.is_empty())
+                    .map(<[u8]>::to_vec),
+            );
+            at = DatasetPath::root();
+            info = PathInfo::of_root(&self.dataset);
+        }
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(p: &str) -> Result<Vec<u8>, InvalidPath> {
+        DatasetPath::parse(p.as_bytes()).map(|p| p.0)
+    }
+
+    #[test]
+    fn paths_are_normalised_and_never_leave_the_dataset() {
+        assert_eq!(parse("a/b.txt").unwrap(), b"a/b.txt");
+        assert_eq!(parse("./a//b/").unwrap(), b"a/b");
+        assert_eq!(parse("").unwrap(), b"");
+        assert_eq!(parse(".").unwrap(), b"");
+        for bad in ["/etc/passwd", "../x", "a/../../x", "a/..", "a\0b"] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse("/x").unwrap_err().reason.contains("absolute"));
+        assert!(parse("a/../b").unwrap_err().to_string().contains(".."));
+    }
+
+    #[test]
+    fn link_targets_resolve_inside_the_dataset_only() {
+        let at = |p: &str, t: &str| {
+            DatasetPath::parse(p.as_bytes())
+                .unwrap()
+                .link_target(t.as_bytes())
+                .map(|d| d.to_string())
+        };
+        assert_eq!(at("a/link", "b.txt").as_deref(), Some("a/b.txt"));
+        assert_eq!(at("a/link", "../c/d").as_deref(), Some("c/d"));
+        assert_eq!(at("link", "./x/./y").as_deref(), Some("x/y"));
+        assert_eq!(at("a/link", "../../out"), None);
+        assert_eq!(at("link", "/abs"), None);
+    }
+
+    /// A vault with `gold/t@v1`: a small file, a file of several chunks, a folder, an
+    /// empty file and symlinks inside and outside the tree.
+    fn vault_with_dataset() -> (tempfile::TempDir, Vec<u8>) {
+        use crate::ops::ingest;
+        use crate::{DatasetName, Kind};
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("sub/deep")).unwrap();
+        let big: Vec<u8> = (0..5_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(src.join("small.txt"), b"hello\n").unwrap();
+        std::fs::write(src.join("sub/big.bin"), &big).unwrap();
+        std::fs::write(src.join("sub/deep/empty"), b"").unwrap();
+        std::os::unix::fs::symlink("sub/big.bin", src.join("to-big")).unwrap();
+        std::os::unix::fs::symlink("sub", src.join("to-sub")).unwrap();
+        let vault = Vault::open_or_init(&tmp.path().join("vault")).unwrap();
+        let opts = ingest::IngestOptions::new(src, DatasetName::new(Kind::Gold, "t", "v1").unwrap());
+        ingest::ingest(&vault, &opts, &crate::progress::NoProgress).unwrap();
+        (tmp, big)
+    }
+
+    fn reader(tmp: &tempfile::TempDir) -> DatasetReader {
+        let vault = Vault::open(&tmp.path().join("vault")).unwrap();
+        DatasetReader::open(vault, &"gold/t@v1".parse().unwrap(), VfsOptions::default()).unwrap()
+    }
+
+    fn p(s: &str) -> DatasetPath {
+        DatasetPath::parse(s.as_bytes()).unwrap()
+    }
+
+    fn read_all(r: &DatasetReader, path: &str) -> VfsResult<Vec<u8>> {
+        let (fh, info) = r.open_file(&p(path))?;
+        let mut buf = vec![0; info.size as usize + 10];
+        let n = r.read_at(fh, 0, &mut buf)?;
+        r.close(fh);
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    #[test]
+    fn reads_by_path_serve_the_ingested_bytes() {
+        let (tmp, big) = vault_with_dataset();
+        let r = reader(&tmp);
+        assert_eq!(r.name(), "gold/t@v1");
+        assert_eq!(read_all(&r, "small.txt").unwrap(), b"hello\n");
+        assert_eq!(read_all(&r, "sub/big.bin").unwrap(), big);
+        assert_eq!(read_all(&r, "./sub//big.bin").unwrap(), big);
+        assert_eq!(read_all(&r, "sub/deep/empty").unwrap(), b"");
+        // Positional reads across chunk boundaries, and past the end.
+        let (fh, _) = r.open_file(&p("sub/big.bin")).unwrap();
+        let mut buf = vec![0; 3_000_000];
+        assert_eq!(r.read_at(fh, 1_234_567, &mut buf).unwrap(), buf.len());
+        assert_eq!(buf, big[1_234_567..4_234_567]);
+        assert_eq!(r.read_at(fh, 4_999_990, &mut buf).unwrap(), 10);
+        assert_eq!(r.read_at(fh, 9_000_000, &mut buf).unwrap(), 0);
+        r.close(fh);
+        assert!(matches!(r.read_at(fh, 0, &mut buf), Err(VfsError::BadHandle)));
+    }
+
+    #[test]
+    fn stat_list_and_symlinks() {
+        let (tmp, big) = vault_with_dataset();
+        let r = reader(&tmp);
+        let info = r.stat(&p("sub/big.bin")).unwrap();
+        assert_eq!((info.kind, info.size), (NodeKind::File, big.len() as u64));
+        assert_eq!(info.content, Some(ContentId::of(&big)));
+        assert_eq!(r.stat(&DatasetPath::root()).unwrap().kind, NodeKind::Dir);
+        let names: Vec<_> = r
+            .list(&DatasetPath::root())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [&b"small.txt"[..], b"sub", b"to-big", b"to-sub"]);
+        // Symlinks: followed by stat and open (also inside a path), reported by lstat and list.
+        assert_eq!(r.lstat(&p("to-big")).unwrap().kind, NodeKind::Symlink);
+        let via = r.stat(&p("to-big")).unwrap();
+        assert_eq!(
+            (via.kind, via.path.to_string(), via.name),
+            (NodeKind::File, "sub/big.bin".into(), b"to-big".to_vec())
+        );
+        assert_eq!(read_all(&r, "to-sub/big.bin").unwrap(), big);
+        assert_eq!(r.list(&p("to-sub/deep")).unwrap().len(), 1);
+        // Wrong kinds and absent paths.
+        assert!(matches!(r.open_file(&p("sub")), Err(VfsError::IsADirectory)));
+        assert!(matches!(r.open_file(&DatasetPath::root()), Err(VfsError::IsADirectory)));
+        assert!(matches!(r.list(&p("small.txt")), Err(VfsError::NotADirectory)));
+        assert!(matches!(r.stat(&p("small.txt/x")), Err(VfsError::NotADirectory)));
+        assert!(matches!(r.stat(&p("nope")), Err(VfsError::NotFound)));
+        assert!(matches!(r.open_file(&p("sub/nope")), Err(VfsError::NotFound)));
+    }
+
+    #[test]
+    fn an_unknown_dataset_is_refused() {
+        let (tmp, _) = vault_with_dataset();
+        let vault = Vault::open(&tmp.path().join("vault")).unwrap();
+        let err = DatasetReader::open(vault, &"gold/t@v9".parse().unwrap(), VfsOptions::default()).err();
+        assert!(matches!(err, Some(crate::Error::DatasetNotFound(_))), "{err:?}");
+    }
+}
