@@ -1,0 +1,172 @@
+//! `dsvault._native`: the PyO3 module under the `dsvault` Python package.
+//!
+//! Owns: turning Python calls into calls of the library's one read path
+//! ([`dsvault::vfs::DatasetReader`], the single-dataset view the mount uses), with the GIL
+//! released around every catalog query and read; pickling handles by value (a vault folder
+//! and a dataset name, reopened where unpickled). Never writes to a dataset: there is no
+//! call that could. Error mapping and the fork guard are in [`errors`]; the Python side
+//! (`dsvault/*.py`) adds file objects, fsspec and PyTorch adapters.
+
+mod dataset;
+mod errors;
+mod handle;
+
+use std::path::PathBuf;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use dsvault::vfs::{DatasetReader, VfsOptions};
+use dsvault::DatasetRef;
+
+use dataset::{Dataset, File};
+use errors::{lib_err, ForkedHandleError, IntegrityError};
+use handle::Owned;
+
+/// Default bytes of verified chunks kept in memory per open dataset.
+const DEFAULT_MEMORY_CACHE: u64 = 32 << 20;
+
+/// How a vault was opened: what a pickle carries and what a dataset needs to open its own
+/// view of the vault.
+#[derive(Clone, Debug)]
+struct Settings {
+    dir: PathBuf,
+    cache_size: Option<u64>,
+    memory_cache: u64,
+}
+
+impl Settings {
+    /// Open the library's vault (a remote store gets its own client and runtime).
+    fn open(&self) -> dsvault::Result<dsvault::Vault> {
+        let vault = dsvault::Vault::open(&self.dir)?;
+        if let Some(bytes) = self.cache_size {
+            vault.store().set_cache_capacity(bytes);
+        }
+        Ok(vault)
+    }
+
+    fn options(&self) -> VfsOptions {
+        VfsOptions {
+            cache_bytes: self.memory_cache,
+            ..VfsOptions::default()
+        }
+    }
+
+    fn args<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        (self.dir.clone(), self.cache_size, self.memory_cache).into_pyobject(py)
+    }
+}
+
+/// An open vault: lists its datasets and opens them.
+#[pyclass(module = "dsvault", frozen)]
+struct Vault {
+    settings: Settings,
+    vault: Owned<dsvault::Vault>,
+}
+
+#[pymethods]
+impl Vault {
+    /// The vault's folder.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.settings.dir.clone()
+    }
+
+    /// Sealed datasets, `KIND/NAME@VERSION`, by kind, name and version.
+    fn datasets(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let vault = self.vault.get("this vault")?;
+        let rows = py
+            .detach(|| vault.catalog()?.list_datasets(None, None))
+            .map_err(|e| lib_err(&e))?;
+        Ok(rows.iter().map(|r| r.name.to_string()).collect())
+    }
+
+    /// Open dataset `name` (`gold/NAME@VERSION`, `derived/NAME@VERSION` or `NAME@VERSION`).
+    fn dataset(&self, py: Python<'_>, name: &str) -> PyResult<Dataset> {
+        self.vault.get("this vault")?;
+        open_dataset(py, &self.settings, name, None)
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let f = py.import("dsvault._native")?.getattr("open_vault")?;
+        Ok((f, self.settings.args(py)?))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("dsvault.Vault({:?})", self.settings.dir.display().to_string())
+    }
+}
+
+/// Open the vault in folder `path` (default: `$DSVAULT_DIR`). `cache_size`: bytes the disk
+/// cache of a remote store may hold; `memory_cache`: bytes of verified chunks each open
+/// dataset keeps in memory.
+#[pyfunction]
+#[pyo3(signature = (path=None, cache_size=None, memory_cache=DEFAULT_MEMORY_CACHE))]
+fn open_vault(py: Python<'_>, path: Option<PathBuf>, cache_size: Option<u64>, memory_cache: u64) -> PyResult<Vault> {
+    let dir = match path.or_else(|| std::env::var_os("DSVAULT_DIR").map(PathBuf::from)) {
+        Some(d) => d,
+        None => {
+            return Err(PyValueError::new_err(
+                "open_vault: give the vault's folder (or set DSVAULT_DIR)",
+            ))
+        }
+    };
+    let settings = Settings {
+        dir: std::path::absolute(&dir).unwrap_or(dir),
+        cache_size,
+        memory_cache,
+    };
+    let vault = py.detach(|| settings.open()).map_err(|e| lib_err(&e))?;
+    Ok(Vault {
+        settings,
+        vault: Owned::new(vault),
+    })
+}
+
+/// Open a dataset; with `root`, fail unless the name still has that content (a pickled
+/// dataset reopened elsewhere).
+fn open_dataset(py: Python<'_>, settings: &Settings, name: &str, root: Option<&str>) -> PyResult<Dataset> {
+    let r: DatasetRef = name.parse().map_err(|e: dsvault::Error| lib_err(&e))?;
+    let reader = py
+        .detach(|| DatasetReader::open(settings.open()?, &r, settings.options()))
+        .map_err(|e| lib_err(&e))?;
+    if let Some(root) = root.filter(|want| *want != reader.root().to_hex()) {
+        return Err(PyValueError::new_err(format!(
+            "{} now has root {}, not {root} as when it was pickled",
+            reader.name(),
+            reader.root().to_hex()
+        )));
+    }
+    Ok(Dataset::new(reader, settings.clone()))
+}
+
+/// Unpickle a dataset: reopen it in this process.
+#[pyfunction]
+fn _reopen_dataset(
+    py: Python<'_>,
+    path: PathBuf,
+    cache_size: Option<u64>,
+    memory_cache: u64,
+    name: &str,
+    root: &str,
+) -> PyResult<Dataset> {
+    let settings = Settings {
+        dir: path,
+        cache_size,
+        memory_cache,
+    };
+    open_dataset(py, &settings, name, Some(root))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(open_vault, m)?)?;
+    m.add_function(wrap_pyfunction!(_reopen_dataset, m)?)?;
+    m.add_class::<Vault>()?;
+    m.add_class::<Dataset>()?;
+    m.add_class::<File>()?;
+    m.add("IntegrityError", m.py().get_type::<IntegrityError>())?;
+    m.add("ForkedHandleError", m.py().get_type::<ForkedHandleError>())?;
+    Ok(())
+}
