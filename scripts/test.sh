@@ -42,5 +42,19 @@ if [[ ! -x .cache/azurite/node_modules/.bin/azurite-blob ]]; then
     npm install --prefix .cache/azurite --no-audit --no-fund --loglevel=error azurite@3
 fi
 
+# The Python module's tests (python/tests, pytest) run in a venv of their own, .venv-py:
+# maturin builds the module into it; the tests use the dsvault binary built below and
+# moto from .venv-moto for a vault in an object store.
+if [[ ! -x .venv-py/bin/maturin ]]; then
+    rm -rf .venv-py
+    python3 -m venv .venv-py
+    .venv-py/bin/pip install --quiet --disable-pip-version-check 'maturin>=1.9.4,<2' pytest fsspec pandas pyarrow numpy
+fi
+
 cargo build --workspace --all-targets
 cargo test --workspace
+(
+    source .venv-py/bin/activate
+    maturin develop --quiet -m python/Cargo.toml
+    python -m pytest -q python/tests
+)
