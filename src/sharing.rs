@@ -51,8 +51,8 @@ fn with_buffer<T>(mut lookup: impl FnMut(&mut [libc::c_char]) -> (libc::c_int, O
     }
 }
 
-/// The account name of `uid`.
-pub fn user_name(uid: u32) -> Option<String> {
+/// The account name and primary group of `uid`.
+fn passwd_of(uid: u32) -> Option<(String, u32)> {
     with_buffer(|buf| {
         // SAFETY: an all-zero passwd is a valid out-parameter.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
@@ -61,8 +61,18 @@ pub fn user_name(uid: u32) -> Option<String> {
         let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
         // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
         let name = (rc == 0 && !found.is_null()).then(|| unsafe { CStr::from_ptr(pwd.pw_name) });
-        (rc, name.map(|n| n.to_string_lossy().into_owned()))
+        (rc, name.map(|n| (n.to_string_lossy().into_owned(), pwd.pw_gid)))
     })
+}
+
+/// The account name of `uid`.
+pub fn user_name(uid: u32) -> Option<String> {
+    passwd_of(uid).map(|(name, _)| name)
+}
+
+/// The primary group of user `uid`.
+pub fn primary_gid(uid: u32) -> Option<u32> {
+    passwd_of(uid).map(|(_, gid)| gid)
 }
 
 /// The user id and primary group of account `name` (or of a numeric uid).
@@ -82,18 +92,6 @@ pub fn user_by_name(name: &str) -> Result<(u32, u32)> {
         (None, Ok(uid)) => Ok((uid, primary_gid(uid).unwrap_or(uid))),
         (None, Err(_)) => Err(unknown()),
     }
-}
-
-/// The primary group of user `uid`.
-pub fn primary_gid(uid: u32) -> Option<u32> {
-    with_buffer(|buf| {
-        // SAFETY: as in user_name.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: as in user_name.
-        let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
-        (rc, (rc == 0 && !found.is_null()).then_some(pwd.pw_gid))
-    })
 }
 
 /// The group id of group `name` (or a numeric gid).

@@ -160,6 +160,14 @@ fn assert_unchanged(before: &BTreeMap<PathBuf, String>, dir: &Path, after_what: 
     assert!(added.is_empty(), "{after_what} created {added:?} in the vault");
 }
 
+/// A folder `root/USER` that belongs to `user` (where they make vaults and mount points).
+fn home_of(user: &str, root: &Path) -> PathBuf {
+    let home = root.join(user);
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid_of(user)), None).unwrap();
+    home
+}
+
 /// A source tree every user may read.
 fn source(root: &Path, seed: u8) -> PathBuf {
     let src = root.join(format!("src{seed}"));
@@ -214,9 +222,7 @@ fn a_reader_who_may_not_write_the_vault_changes_nothing_in_it() {
     assert_eq!(cat.stdout, b"made by root\n");
     let v_read = in_vault(CAROL, vault, &["--json", "verify", "--read-data"]).ok().json();
     assert_eq!(v_read["ok"], Value::Bool(true), "{v_read}");
-    let out = tmp.path().join("carol-out");
-    fs::create_dir(&out).unwrap();
-    std::os::unix::fs::chown(&out, Some(uid_of(CAROL)), None).unwrap();
+    let out = home_of(CAROL, tmp.path());
     let export_dest = out.join("ds");
     in_vault(CAROL, vault, &["export", "ds@v1", export_dest.to_str().unwrap()]).ok();
     assert_eq!(fs::read(export_dest.join("a.txt")).unwrap(), b"alpha 1\n");
@@ -249,9 +255,7 @@ fn a_reader_who_may_not_write_the_vault_changes_nothing_in_it() {
 
 /// Carol mounts one dataset of the vault herself (an unprivileged FUSE mount) and reads it.
 fn read_through_own_mount(vault: &Path, home: &Path) {
-    let mp = home.join("mnt");
-    fs::create_dir(&mp).unwrap();
-    std::os::unix::fs::chown(&mp, Some(uid_of(CAROL)), None).unwrap();
+    let mp = home_of(CAROL, home);
     let args = [
         OsStr::new("--vault"),
         vault.as_os_str(),
@@ -322,8 +326,8 @@ fn assert_shared_modes(vault: &Path, gid: u32) {
         let m = e.path().symlink_metadata().unwrap();
         let rel = e.path().strip_prefix(vault).unwrap().to_string_lossy().into_owned();
         let in_workspace = rel.starts_with("workspaces/") && rel.len() > "workspaces/".len();
-        if in_workspace && rel.contains("/upper/") {
-            continue; // what the experiment wrote: its own umask decides
+        if in_workspace && (rel.contains("/upper/") || rel.ends_with("/scratch")) {
+            continue; // what the experiment wrote (its umask decides), the mount's own scratch
         }
         assert_eq!(m.gid(), gid, "{rel} is not in the vault's group");
         let mode = m.mode() & 0o7777;
@@ -345,9 +349,7 @@ fn members_of_a_shared_vault_ingest_derive_and_read_each_others_datasets() {
     }
     users();
     let tmp = shared_tempdir();
-    let home = tmp.path().join("alice");
-    fs::create_dir(&home).unwrap();
-    std::os::unix::fs::chown(&home, Some(uid_of(ALICE)), None).unwrap();
+    let home = home_of(ALICE, tmp.path());
     let vault = home.join("vault");
     let vp = vault.as_path();
     in_vault(ALICE, vp, &["init", "--shared", GROUP])
@@ -466,10 +468,7 @@ fn init_shared_refuses_a_group_the_caller_is_not_in_and_an_unknown_group() {
     }
     users();
     let tmp = shared_tempdir();
-    let home = tmp.path().join("carol");
-    fs::create_dir(&home).unwrap();
-    std::os::unix::fs::chown(&home, Some(uid_of(CAROL)), None).unwrap();
-    let vault = home.join("vault");
+    let vault = home_of(CAROL, tmp.path()).join("vault");
     in_vault(CAROL, &vault, &["init", "--shared", GROUP])
         .code_is(1)
         .mentions(&["not a member of group dsv_team"]);
@@ -477,4 +476,138 @@ fn init_shared_refuses_a_group_the_caller_is_not_in_and_an_unknown_group() {
         .code_is(1)
         .mentions(&["no group \"dsv_no_such_group\""]);
     assert!(!vault.exists(), "a refused init left {}", vault.display());
+}
+
+/// Run `script` with `sh -c` as `user` (umask 077); its exit code and stderr.
+fn sh_as(user: &str, script: &str) -> (i32, String) {
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "sh", "-c", &format!("umask 077; {script}")])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn one_root_mount_serves_each_user_their_own_workspace() {
+    if !need_root() {
+        return;
+    }
+    users();
+    let tmp = shared_tempdir();
+    let v = TestVault::at(&tmp.path().join("vault"));
+    v.ingest_ok(&source(tmp.path(), 1), "ds", "v1", &[]);
+    v.run(["workspace", "new", "alicews", "--base", "ds@v1", "--owner", ALICE])
+        .ok();
+    let listed = v.run(["--json", "workspace", "ls"]).ok().json_lines();
+    assert_eq!(listed[0]["owner"], Value::String(ALICE.into()));
+    let mp = tmp.path().join("mnt");
+    fs::create_dir(&mp).unwrap();
+    let mut cmd = v.cmd();
+    cmd.arg("mount").arg("--allow-other").arg(&mp);
+    let mounted = spawn_mount(cmd, &mp, false);
+    let ws = mp.join("work/alicews");
+    let q = |p: &Path| p.display().to_string();
+
+    // The owner writes: new files, folders and symlinks, and a change to a base file, all
+    // hers in the mount and in the upper layer.
+    let script = format!(
+        "echo mine > {w}/mine.txt && mkdir {w}/out && echo r > {w}/out/r.txt && ln -s mine.txt {w}/link \
+         && echo changed >> {w}/sub/deeper/c.txt",
+        w = q(&ws)
+    );
+    let (code, err) = sh_as(ALICE, &script);
+    assert_eq!(code, 0, "alice could not write her workspace: {err}");
+    let alice = uid_of(ALICE);
+    let upper = v.dir.join("workspaces/alicews/upper");
+    for rel in [
+        "mine.txt",
+        "out",
+        "out/r.txt",
+        "link",
+        "sub",
+        "sub/deeper",
+        "sub/deeper/c.txt",
+    ] {
+        let in_mount = ws.join(rel).symlink_metadata().unwrap();
+        assert_eq!(in_mount.uid(), alice, "{rel} in the mount is not alice's");
+        let in_upper = upper.join(rel).symlink_metadata().unwrap();
+        assert_eq!(in_upper.uid(), alice, "{rel} in the upper layer is not alice's");
+    }
+    // An untouched base file is hers too in the mount (the kernel checks against that).
+    assert_eq!(ws.join("a.txt").metadata().unwrap().uid(), alice);
+
+    // Another member may not write there: EACCES from the kernel's permission checks.
+    for script in [
+        format!("echo x > {}/bob.txt", q(&ws)),
+        format!("echo x >> {}/a.txt", q(&ws)),
+        format!("mkdir {}/sub/bobdir", q(&ws)),
+        format!("rm {}/mine.txt", q(&ws)),
+    ] {
+        let (code, err) = sh_as(BOB, &script);
+        assert_ne!(code, 0, "bob could: {script}");
+        assert!(err.contains("Permission denied"), "{script}: {err}");
+    }
+    // ... and reads gold through the same mount.
+    let (code, err) = sh_as(BOB, &format!("grep -q 'alpha 1' {}/gold/ds/v1/a.txt", q(&mp)));
+    assert_eq!(code, 0, "bob cannot read gold: {err}");
+    assert!(!upper.join("bob.txt").exists());
+
+    assert!(Command::new("umount").arg(&mp).status().unwrap().success());
+    drop(mounted);
+    assert!(!is_mounted(&mp));
+    v.run(["derive", "alicews", "--name", "alice-out", "--version", "1"])
+        .ok();
+    assert_eq!(
+        v.cat("derived/alice-out@1", "sub/deeper/c.txt"),
+        b"shared by every source\nchanged\n"
+    );
+    v.verify_read_data();
+}
+
+#[test]
+fn a_members_own_unprivileged_mount_writes_her_workspace() {
+    if !need_root() {
+        return;
+    }
+    users();
+    let tmp = shared_tempdir();
+    let home = home_of(ALICE, tmp.path());
+    let vault = home.join("vault");
+    let vp = vault.as_path();
+    let src = source(tmp.path(), 1);
+    in_vault(ALICE, vp, &["init", "--shared", GROUP]).ok();
+    in_vault(
+        BOB,
+        vp,
+        &["ingest", src.to_str().unwrap(), "--name", "ds", "--version", "v1"],
+    )
+    .ok();
+    in_vault(ALICE, vp, &["workspace", "new", "mine", "--base", "ds@v1"]).ok();
+    let mp = home.join("mnt");
+    let (code, err) = sh_as(ALICE, &format!("mkdir {}", mp.display()));
+    assert_eq!(code, 0, "{err}");
+    let args = [
+        OsStr::new("--vault"),
+        vp.as_os_str(),
+        OsStr::new("mount"),
+        mp.as_os_str(),
+    ];
+    let mounted = spawn_mount(as_user_cmd(ALICE, &args), &mp, false);
+    let ws = mp.join("work/mine");
+    let (code, err) = sh_as(
+        ALICE,
+        &format!("echo new > {w}/new.txt && echo more >> {w}/a.txt", w = ws.display()),
+    );
+    assert_eq!(code, 0, "alice cannot write through her own mount: {err}");
+    assert!(Command::new("umount").arg(&mp).status().unwrap().success());
+    drop(mounted);
+    assert!(!is_mounted(&mp));
+    in_vault(ALICE, vp, &["derive", "mine", "--name", "mine", "--version", "1"]).ok();
+    let cat = in_vault(BOB, vp, &["cat", "derived/mine@1", "a.txt"]).ok();
+    assert_eq!(cat.stdout, b"alpha 1\nmore\n");
+    assert_shared_modes(vp, gid_of_group(GROUP));
+    TestVault::at(vp).verify_read_data();
 }

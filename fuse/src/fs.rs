@@ -22,7 +22,15 @@ use fuser::{
 
 use crate::mount::Unmounter;
 use crate::passthrough::{Created, Passthrough};
-use dsvault::vfs::{Attr, NodeKind, SetAttr, SetTime, VfsError, WritableView};
+use dsvault::vfs::{Attr, Caller, NodeKind, SetAttr, SetTime, VfsError, WritableView};
+
+/// Who sent a request: what a view creating files gives them to.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
 
 /// Largest read (and write) request: 1 MiB.
 pub(crate) const MAX_IO: u32 = 1 << 20;
@@ -532,13 +540,14 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         });
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         self.guarded("mkdir", || {
             if self.read_only {
                 return reply.error(read_only());
             }
             // The kernel has applied the umask already (no FUSE_DONT_MASK).
-            self.reply_entry(self.view.mkdir(parent.0, name.as_bytes(), mode & 0o7777), reply)
+            let made = self.view.mkdir(parent.0, name.as_bytes(), mode & 0o7777, caller(req));
+            self.reply_entry(made, reply)
         });
     }
 
@@ -560,12 +569,13 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         });
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
         self.guarded("symlink", || {
             if self.read_only {
                 return reply.error(read_only());
             }
-            self.reply_entry(self.view.symlink(parent.0, name.as_bytes(), target), reply)
+            let made = self.view.symlink(parent.0, name.as_bytes(), target, caller(req));
+            self.reply_entry(made, reply)
         });
     }
 
@@ -630,7 +640,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -642,7 +652,10 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
             if self.read_only {
                 return reply.error(read_only());
             }
-            match self.view.create(parent.0, name.as_bytes(), mode & 0o7777, flags) {
+            match self
+                .view
+                .create(parent.0, name.as_bytes(), mode & 0o7777, flags, caller(req))
+            {
                 Ok((a, fh)) => {
                     let backing = self.passthrough_file(fh);
                     let created = Created {

@@ -41,7 +41,9 @@ pub mod work;
 
 pub use cache::ChunkCache;
 pub use reader::{DatasetPath, DatasetReader, InvalidPath, PathInfo};
-pub use view::{Attr, DirEntry, NodeKind, ReadOnlyView, SetAttr, SetTime, StatFs, VfsError, VfsResult, WritableView};
+pub use view::{
+    Attr, Caller, DirEntry, NodeKind, ReadOnlyView, SetAttr, SetTime, StatFs, VfsError, VfsResult, WritableView,
+};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -482,25 +484,25 @@ impl WritableView for Vfs {
     }
 
     /// Create and open file `name` in `parent`.
-    fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32) -> VfsResult<(Attr, u64)> {
+    fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32, caller: Caller) -> VfsResult<(Attr, u64)> {
         if !self.work(parent) {
             return Err(VfsError::ReadOnly);
         }
-        self.shared.work.create(&self.shared, parent, name, mode, flags)
+        self.shared.work.create(&self.shared, parent, name, mode, flags, caller)
     }
 
-    fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
+    fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> VfsResult<Attr> {
         if !self.work(parent) {
             return Err(VfsError::ReadOnly);
         }
-        self.shared.work.mkdir(&self.shared, parent, name, mode)
+        self.shared.work.mkdir(&self.shared, parent, name, mode, caller)
     }
 
-    fn symlink(&self, parent: u64, name: &[u8], target: &Path) -> VfsResult<Attr> {
+    fn symlink(&self, parent: u64, name: &[u8], target: &Path, caller: Caller) -> VfsResult<Attr> {
         if !self.work(parent) {
             return Err(VfsError::ReadOnly);
         }
-        self.shared.work.symlink(&self.shared, parent, name, target)
+        self.shared.work.symlink(&self.shared, parent, name, target, caller)
     }
 
     fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {

@@ -142,8 +142,18 @@ pub struct Attr {
     /// opens. False for the folders that change when a dataset is sealed (root, kind and
     /// name folders) and for everything under `work/`; true for everything inside a dataset.
     pub immutable: bool,
-    /// Owner (uid, gid) of upper-layer files; `None`: the user who mounted.
+    /// Owner (uid, gid) reported to the kernel, which checks permissions against it
+    /// (`default_permissions`): an upper-layer file's own, the workspace owner's for
+    /// untouched base entries under `work/NAME/`; `None`: the user who mounted.
     pub owner: Option<(u32, u32)>,
+}
+
+/// Who asks for a change (the FUSE request's user and group): a view run by root creates
+/// files for them, owned by them, as a local file system or an NFS server would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// One folder entry of a listing. `offset` is the cookie the next listing resumes from.
@@ -289,17 +299,18 @@ pub trait WritableView: ReadOnlyView {
         Err(VfsError::ReadOnly)
     }
     /// Create and open file `name` in `parent` with permission bits `mode` and open flags
-    /// `flags`; returns its attributes and a handle.
-    fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32) -> VfsResult<(Attr, u64)> {
-        let _ = (parent, name, mode, flags);
+    /// `flags`, for `caller` (who owns it, when the view can give it away); returns its
+    /// attributes and a handle.
+    fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32, caller: Caller) -> VfsResult<(Attr, u64)> {
+        let _ = (parent, name, mode, flags, caller);
         Err(VfsError::ReadOnly)
     }
-    fn mkdir(&self, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
-        let _ = (parent, name, mode);
+    fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> VfsResult<Attr> {
+        let _ = (parent, name, mode, caller);
         Err(VfsError::ReadOnly)
     }
-    fn symlink(&self, parent: u64, name: &[u8], target: &Path) -> VfsResult<Attr> {
-        let _ = (parent, name, target);
+    fn symlink(&self, parent: u64, name: &[u8], target: &Path, caller: Caller) -> VfsResult<Attr> {
+        let _ = (parent, name, target, caller);
         Err(VfsError::ReadOnly)
     }
     fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {

@@ -13,7 +13,7 @@ use super::layers::{Found, Ws};
 use super::{meta_attr, upper, Overlay};
 use crate::catalog::entries::{join_path, split_path};
 use crate::vfs::SetAttr;
-use crate::vfs::{Attr, Shared, VfsError, VfsResult, WORK_INO};
+use crate::vfs::{Attr, Caller, Shared, VfsError, VfsResult, WORK_INO};
 
 /// `renameat2` flags.
 const RENAME_NOREPLACE: u32 = 1;
@@ -34,7 +34,15 @@ impl Overlay {
     }
 
     /// Create and open a new file.
-    pub fn create(&self, shared: &Shared, parent: u64, name: &[u8], mode: u32, flags: i32) -> VfsResult<(Attr, u64)> {
+    pub fn create(
+        &self,
+        shared: &Shared,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> VfsResult<(Attr, u64)> {
         let (ws, path) = self.child_path(parent, name)?;
         let _guard = ws.change()?;
         if ws.resolve(shared, &path)?.is_some() {
@@ -48,8 +56,11 @@ impl Overlay {
             .create_new(true)
             .mode(mode & 0o7777)
             .open(ws.upper_path(&path))?;
+        upper::give_new(&ws.upper_path(&path), caller, |o| {
+            std::os::unix::fs::fchown(&file, o.0, o.1)
+        })?;
         // The mode again: open() applied this process's umask (the kernel applied the
-        // caller's already).
+        // caller's already), and a change of owner clears setuid and setgid bits.
         file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
         let meta = file.metadata()?;
         let ino = self.counted_ino(parent, name, &ws);
@@ -57,7 +68,7 @@ impl Overlay {
         Ok((meta_attr(ino, &meta), fh))
     }
 
-    pub fn mkdir(&self, shared: &Shared, parent: u64, name: &[u8], mode: u32) -> VfsResult<Attr> {
+    pub fn mkdir(&self, shared: &Shared, parent: u64, name: &[u8], mode: u32, caller: Caller) -> VfsResult<Attr> {
         let (ws, path) = self.child_path(parent, name)?;
         let _guard = ws.change()?;
         if ws.resolve(shared, &path)?.is_some() {
@@ -66,12 +77,13 @@ impl Overlay {
         upper::ensure_dir(shared, &ws, split_path(&path).0)?;
         let target = ws.upper_path(&path);
         fs::create_dir(&target)?;
+        upper::give_new(&target, caller, |o| std::os::unix::fs::lchown(&target, o.0, o.1))?;
         fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))?;
         // A base folder deleted before (whited out) stays hidden: the new folder is opaque.
         self.entry_attr(parent, name, &ws, &target)
     }
 
-    pub fn symlink(&self, shared: &Shared, parent: u64, name: &[u8], target: &Path) -> VfsResult<Attr> {
+    pub fn symlink(&self, shared: &Shared, parent: u64, name: &[u8], target: &Path, caller: Caller) -> VfsResult<Attr> {
         let (ws, path) = self.child_path(parent, name)?;
         let _guard = ws.change()?;
         if ws.resolve(shared, &path)?.is_some() {
@@ -80,6 +92,7 @@ impl Overlay {
         upper::ensure_dir(shared, &ws, split_path(&path).0)?;
         let link = ws.upper_path(&path);
         std::os::unix::fs::symlink(target, &link)?;
+        upper::give_new(&link, caller, |o| std::os::unix::fs::lchown(&link, o.0, o.1))?;
         self.entry_attr(parent, name, &ws, &link)
     }
 

@@ -76,6 +76,12 @@ impl Ws {
         }
     }
 
+    /// The workspace's owner (uid, gid): who owns its untouched base entries in the merged
+    /// view, and what copy-ups are given to.
+    pub fn owner(&self) -> (u32, u32) {
+        (self.workspace.owner, self.workspace.group)
+    }
+
     /// Permission to change the tree: serialises changes within this process and, on the
     /// first one, takes the workspace's writer lock (kept for the life of the view), so two
     /// mounts never change one workspace at once. While another process holds it, changes

@@ -60,8 +60,9 @@ pub(crate) fn is_overlay_fh(fh: u64) -> bool {
     fh & OVERLAY_FH != 0
 }
 
-/// Attributes of a merged-view node.
-fn attr_of(ino: u64, found: &Found) -> Attr {
+/// Attributes of a merged-view node of `ws`: an untouched base entry belongs to the
+/// workspace's owner, so the kernel lets only them change it.
+fn attr_of(ino: u64, found: &Found, ws: &Ws) -> Attr {
     match found {
         Found::Upper(m) => meta_attr(ino, m),
         Found::Base { entry, .. } => {
@@ -69,6 +70,7 @@ fn attr_of(ino: u64, found: &Found) -> Attr {
             a.ino = ino;
             a.perm = (entry.mode & 0o7777) as u16;
             a.immutable = false;
+            a.owner = Some(ws.owner());
             a
         }
     }
@@ -133,18 +135,18 @@ impl Overlay {
         if parent == WORK_INO {
             let ws = self.workspace(shared, name)?.ok_or(VfsError::NotFound)?;
             let found = ws.resolve(shared, b"")?.ok_or(VfsError::NotFound)?;
-            return Ok(attr_of(self.counted_ino(WORK_INO, name, &ws), &found));
+            return Ok(attr_of(self.counted_ino(WORK_INO, name, &ws), &found, &ws));
         }
         let (ws, dir) = self.path(parent)?;
         let path = crate::catalog::entries::join_path(&dir, name);
         let found = ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)?;
-        Ok(attr_of(self.counted_ino(parent, name, &ws), &found))
+        Ok(attr_of(self.counted_ino(parent, name, &ws), &found, &ws))
     }
 
     pub fn getattr(&self, shared: &Shared, ino: u64) -> VfsResult<Attr> {
         let (ws, path) = self.path(ino)?;
         let found = ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)?;
-        Ok(attr_of(ino, &found))
+        Ok(attr_of(ino, &found, &ws))
     }
 
     /// Attributes through an open handle: works for a file deleted while open.
@@ -215,7 +217,7 @@ impl Overlay {
         let mut nodes = self.nodes.lock().expect("nodes lock");
         for (i, (name, ws, found)) in snapshot.entries.iter().enumerate().skip(skip).take(max) {
             let child = nodes.ino_for(ino, name, ws, plus);
-            let a = attr_of(child, found);
+            let a = attr_of(child, found, ws);
             let e = DirEntry {
                 ino: child,
                 offset: i as u64 + 3,

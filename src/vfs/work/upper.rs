@@ -1,5 +1,11 @@
 //! System calls on a workspace's upper layer: copy-up of base entries, the upper folders
-//! above a path, attribute changes. Callers hold the workspace's lock.
+//! above a path, attribute changes, owners. Callers hold the workspace's lock.
+//!
+//! Owners: a view run by root (one mount serving every user) gives what it creates the
+//! owner a local file system would: a new entry belongs to the caller (with the group of
+//! its folder when that folder is setgid), and a copy-up or a folder made above one belongs
+//! to the workspace's owner, who owned the base entry in the merged view. A view run by
+//! anyone else leaves everything the mounting user's (it could not give it away).
 //!
 //! Copy-up of a file assembles it in the workspace's scratch folder (same file system as the
 //! upper layer), with the base's permission bits and mtime, and renames it into place: a
@@ -19,7 +25,7 @@ use super::layers::{Found, Ws};
 use crate::catalog::entries::split_path;
 use crate::catalog::{Entry, EntryKind};
 use crate::vfs::{files, ns_to_time, Shared, VfsError, VfsResult};
-use crate::vfs::{SetAttr, SetTime};
+use crate::vfs::{Caller, SetAttr, SetTime};
 
 /// Numbers the scratch files of this process.
 static SCRATCH: AtomicU64 = AtomicU64::new(0);
@@ -50,6 +56,7 @@ pub(crate) fn ensure_dir(shared: &Shared, ws: &Ws, dir: &[u8]) -> VfsResult<Crea
             return Err(VfsError::NotADirectory);
         }
         fs::create_dir(&upper)?;
+        give(&upper, ws.owner())?;
         fs::set_permissions(&upper, fs::Permissions::from_mode(entry.mode & 0o7777))?;
         created.push((upper, entry.mtime_ns));
     }
@@ -86,12 +93,14 @@ pub(crate) fn copy_up_found(shared: &Shared, ws: &Ws, path: &[u8], found: Found,
     match entry.kind {
         EntryKind::Dir => {
             fs::create_dir(&target)?;
+            give(&target, ws.owner())?;
             fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
             set_times(&target, None, Some(mtime))?;
         }
         EntryKind::Symlink => {
             let link = entry.target.clone().unwrap_or_default();
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &target)?;
+            give(&target, ws.owner())?;
             set_times(&target, None, Some(mtime))?;
         }
         EntryKind::File => {
@@ -117,8 +126,45 @@ fn assemble(shared: &Shared, ws: &Ws, layer: usize, entry: &Entry, scratch: &Pat
     if content {
         files::copy_entry(shared, ws.bases[layer].clone(), entry.clone(), &mut out)?;
     }
+    give(scratch, ws.owner())?;
     out.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))?;
     out.set_modified(ns_to_time(entry.mtime_ns))?;
+    Ok(())
+}
+
+/// Does this process give what it creates away (is it root)?
+fn gives_owners() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Make `path` (just created by this process, not followed if a symlink) belong to
+/// `owner`, when this process is root.
+fn give(path: &Path, owner: (u32, u32)) -> VfsResult<()> {
+    if gives_owners() {
+        std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))?;
+    }
+    Ok(())
+}
+
+/// Give the new entry at `path` to `caller` (through `chown`, which changes it by path or
+/// descriptor), when this process is root: the caller's uid, and the caller's gid unless
+/// the folder holding it is setgid (then its group, as the kernel does).
+pub(crate) fn give_new(
+    path: &Path,
+    caller: Caller,
+    chown: impl FnOnce((Option<u32>, Option<u32>)) -> std::io::Result<()>,
+) -> VfsResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !gives_owners() {
+        return Ok(());
+    }
+    let setgid_parent = path
+        .parent()
+        .and_then(|p| fs::metadata(p).ok())
+        .filter(|m| m.mode() & libc::S_ISGID != 0);
+    let gid = setgid_parent.map_or(caller.gid, |m| m.gid());
+    chown((Some(caller.uid), Some(gid)))?;
     Ok(())
 }
 
