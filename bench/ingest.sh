@@ -6,6 +6,8 @@
 # usage: bench/ingest.sh [--scale F] [--seed N] [--workdir DIR] [--cold] [--keep] [--install]
 #                        [--double] [--tools LIST] [--no-build]
 set -euo pipefail
+BENCH=ingest.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -53,16 +55,12 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}/release
 mkdir -p "$WORKDIR"
 W=$(cd "$WORKDIR" && pwd)
 LOG=$W/logs
 mkdir -p "$LOG"
 
-log() { printf '[ingest.sh] %s\n' "$*" >&2; }
 want() { [[ ",$TOOLS," == *",$1,"* ]]; }
-have() { command -v "$1" >/dev/null 2>&1; }
 
 # --- prerequisites ---------------------------------------------------------------------------
 
@@ -95,11 +93,8 @@ fi
 
 # --- build -----------------------------------------------------------------------------------
 
-DSVAULT=$TARGET/dsvault
-DATAGEN=$TARGET/dsvault-datagen
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault-cli -p dsvault-datagen"
-    if ! (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1; then
+    if ! build_release "$LOG/build.log"; then
         log "dsvault did not build (see $LOG/build.log); building the generator alone"
         (cd "$REPO" && cargo build --release -p dsvault-datagen) >>"$LOG/build.log" 2>&1 ||
             { echo "ingest.sh: dsvault-datagen does not build, see $LOG/build.log" >&2; exit 1; }
@@ -111,44 +106,15 @@ fi
 
 # --- helpers ---------------------------------------------------------------------------------
 
-# jget FILE PATH: PATH (dot-separated) of the last JSON value in FILE that has it.
-jget() {
-    if have jq; then
-        jq -rs --arg p "$2" '[.[] | (getpath($p | split(".")))? // empty] | last // empty' "$1" 2>/dev/null || true
-    else
-        python3 - "$1" "$2" <<'PY' 2>/dev/null || true
-import json, sys
-text, path = open(sys.argv[1]).read(), sys.argv[2].split(".")
-dec, i, found = json.JSONDecoder(), 0, None
-while True:
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text):
-        break
-    try:
-        v, i = dec.raw_decode(text, i)
-    except ValueError:
-        i = text.find("\n", i) + 1 or len(text)
-        continue
-    for k in path:
-        v = v.get(k) if isinstance(v, dict) else None
-    if v is not None:
-        found = v
-if found is not None:
-    print(found)
-PY
-    fi
-}
-
 du_bytes() { du -sb "$1" 2>/dev/null | cut -f1; }
 calc() { awk "BEGIN { printf \"%.${1}f\", $2 }"; }
 
 # Bring the page cache to the state under test before a measured step.
 prepare() {
-    sync
     if [[ $COLD == 1 ]]; then
-        echo 3 >/proc/sys/vm/drop_caches
+        drop_caches
     else
+        sync
         (cd "$1" && find . -type f -print0 | xargs -0 cat >/dev/null)
     fi
 }
@@ -192,17 +158,7 @@ skip() { STEPS+=("$1"); NOTE[$1]=$2; }
 # --- data --------------------------------------------------------------------------------
 
 DATA=$W/data
-gen() { # gen NAME SCALE VERSION
-    local stamp="$2 $SEED $3 $(sha256sum "$DATAGEN" | cut -c1-16)"
-    if [[ -d $DATA/$1 && -f $DATA/$1.stamp && $(cat "$DATA/$1.stamp") == "$stamp" && -f $DATA/$1.datagen.json ]]; then
-        log "reusing $DATA/$1"
-        return
-    fi
-    rm -f "$DATA/$1.stamp"
-    log "generating $DATA/$1 (scale $2, version $3)"
-    "$DATAGEN" "$DATA/$1" --scale "$2" --seed "$SEED" --version "$3" --force >&2
-    echo "$stamp" >"$DATA/$1.stamp"
-}
+gen() { gen_data "$DATA/$1" "$2" "$SEED" "$3"; } # gen NAME SCALE VERSION
 mkdir -p "$DATA"
 gen v1 "$SCALE" 1
 gen v2 "$SCALE" 2
@@ -222,10 +178,10 @@ prefault() {
 }
 prefault
 
-V1_BYTES=$(jget "$DATA/v1.datagen.json" bytes)
-V2_BYTES=$(jget "$DATA/v2.datagen.json" bytes)
-V1_FILES=$(jget "$DATA/v1.datagen.json" files)
-IDEAL=$(jget "$DATA/v2.datagen.json" ideal_new_bytes)
+V1_BYTES=$(json_get "$DATA/v1.datagen.json" bytes)
+V2_BYTES=$(json_get "$DATA/v2.datagen.json" bytes)
+V1_FILES=$(json_get "$DATA/v1.datagen.json" files)
+IDEAL=$(json_get "$DATA/v2.datagen.json" ideal_new_bytes)
 
 # --- baselines -------------------------------------------------------------------------------
 
@@ -263,9 +219,9 @@ if want dsvault; then
             bytes=$([[ $v == v1 ]] && echo "$V1_BYTES" || echo "$V2_BYTES")
             if measure dsvault-$v "$DATA/$v" "$bytes" \
                 "$DSVAULT" --vault "$VAULT" --json ingest "$DATA/$v" --name bench --version $v; then
-                ADDED[dsvault-$v]=$(jget "$LOG/dsvault-$v.out" stored_bytes)
+                ADDED[dsvault-$v]=$(json_get "$LOG/dsvault-$v.out" stored_bytes)
                 GROWTH[dsvault-$v]=$(($(du_bytes "$VAULT") - ${before:-0}))
-                log "dsvault $v: root $(jget "$LOG/dsvault-$v.out" root), files $(jget "$LOG/dsvault-$v.out" files)"
+                log "dsvault $v: root $(json_get "$LOG/dsvault-$v.out" root), files $(json_get "$LOG/dsvault-$v.out" files)"
             fi
         done
     fi
@@ -285,7 +241,7 @@ if want borg; then
             bytes=$([[ $v == v1 ]] && echo "$V1_BYTES" || echo "$V2_BYTES")
             if measure borg-$v "$DATA/$v" "$bytes" \
                 borg create --compression none --json "$BORG_REPO_DIR::$v" .; then
-                ADDED[borg-$v]=$(jget "$LOG/borg-$v.out" archive.stats.deduplicated_size)
+                ADDED[borg-$v]=$(json_get "$LOG/borg-$v.out" archive.stats.deduplicated_size)
                 GROWTH[borg-$v]=$(($(du_bytes "$BORG_REPO_DIR") - before))
             fi
         done
@@ -308,7 +264,7 @@ if want restic; then
             bytes=$([[ $v == v1 ]] && echo "$V1_BYTES" || echo "$V2_BYTES")
             if measure restic-$v "$DATA/$v" "$bytes" \
                 restic --repo "$RESTIC_REPO_DIR" backup --json --host bench .; then
-                ADDED[restic-$v]=$(jget "$LOG/restic-$v.out" data_added)
+                ADDED[restic-$v]=$(json_get "$LOG/restic-$v.out" data_added)
                 GROWTH[restic-$v]=$(($(du_bytes "$RESTIC_REPO_DIR") - before))
             fi
         done
@@ -330,9 +286,9 @@ if [[ $DOUBLE == 1 ]] && want dsvault; then
         gen v1x2 "$SCALE2" 1
         rm -rf "$W/vault-x2"
         "$DSVAULT" --vault "$W/vault-x2" init >/dev/null 2>&1 || true
-        if measure dsvault-v1x2 "$DATA/v1x2" "$(jget "$DATA/v1x2.datagen.json" bytes)" \
+        if measure dsvault-v1x2 "$DATA/v1x2" "$(json_get "$DATA/v1x2.datagen.json" bytes)" \
             "$DSVAULT" --vault "$W/vault-x2" --json ingest "$DATA/v1x2" --name bench --version v1; then
-            ADDED[dsvault-v1x2]=$(jget "$LOG/dsvault-v1x2.out" stored_bytes)
+            ADDED[dsvault-v1x2]=$(json_get "$LOG/dsvault-v1x2.out" stored_bytes)
             GROWTH[dsvault-v1x2]=$(du_bytes "$W/vault-x2")
         fi
         rm -rf "$W/vault-x2"

@@ -5,6 +5,8 @@
 #
 # usage: bench/manyfiles.sh [--files N] [--workdir DIR] [--keep] [--no-build]
 set -euo pipefail
+BENCH=manyfiles.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -31,19 +33,16 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DSVAULT=${CARGO_TARGET_DIR:-$REPO/target}/release/dsvault
 mkdir -p "$WORKDIR"
 W=$(cd "$WORKDIR" && pwd)
 DATA=$W/data-$FILES
 MNT=$W/mnt
 LOG=$W/logs
 mkdir -p "$MNT" "$LOG"
-log() { printf '[manyfiles.sh] %s\n' "$*" >&2; }
 
-[[ $(id -u) == 0 ]] || { echo "manyfiles.sh: needs root (mounts)" >&2; exit 1; }
+need_root "mounts"
 if [[ $BUILD == 1 ]]; then
-    (cd "$REPO" && cargo build --release --quiet)
+    build_release "$LOG/build.log" || die "build failed, see $LOG/build.log"
 fi
 
 PID=
@@ -84,17 +83,16 @@ log "ingest: ${ingest_s}s, peak RSS ${ingest_rss} MiB"
 
 "$DSVAULT" --vault "$W/vault" mount "$MNT" >"$LOG/mount.out" 2>"$LOG/mount.err" &
 PID=$!
-for _ in $(seq 1 100); do grep -q mounted "$LOG/mount.out" 2>/dev/null && break; sleep 0.1; done
-grep -q mounted "$LOG/mount.out" || { log "mount did not come up: $(cat "$LOG/mount.err")"; exit 1; }
+wait_until 100 "$PID" grep -q mounted "$LOG/mount.out" || { log "mount did not come up: $(cat "$LOG/mount.err")"; exit 1; }
 TREE=$MNT/gold/many/v1
 
-sync; echo 3 >/proc/sys/vm/drop_caches
+drop_caches
 read -r find_s _ < <(timed find bash -c "find '$TREE' | wc -l")
 entries=$(cat "$LOG/find.out")
 read -r find2_s _ < <(timed find2 bash -c "find '$TREE' | wc -l")
 read -r cat_s _ < <(timed cat bash -c "find '$TREE' -type f -print0 | xargs -0 cat | wc -c")
 rss=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$PID/status")
-native_find_s=$(sync; echo 3 >/proc/sys/vm/drop_caches; /usr/bin/time -f %e bash -c "find '$DATA' | wc -l" 2>&1 >/dev/null)
+native_find_s=$(drop_caches; /usr/bin/time -f %e bash -c "find '$DATA' | wc -l" 2>&1 >/dev/null)
 
 umount "$MNT"
 wait "$PID"

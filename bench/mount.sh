@@ -6,6 +6,8 @@
 # usage: bench/mount.sh [--scale F] [--seed N] [--workdir DIR] [--keep] [--no-build]
 #                       [--tools LIST] [--install] [--repeat N]
 set -euo pipefail
+BENCH=mount.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -44,19 +46,15 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}/release
 mkdir -p "$WORKDIR"
 W=$(cd "$WORKDIR" && pwd)
 LOG=$W/logs
 MNT=$W/mnt
 mkdir -p "$LOG" "$MNT"
 
-log() { printf '[mount.sh] %s\n' "$*" >&2; }
 want() { [[ ",$TOOLS," == *",$1,"* ]]; }
-have() { command -v "$1" >/dev/null 2>&1; }
 
-[[ $(id -u) == 0 ]] || { echo "mount.sh: needs root (drop_caches, mounts)" >&2; exit 1; }
+need_root "drop_caches, mounts"
 if [[ $INSTALL == 1 ]]; then
     pkgs=()
     have mksquashfs || pkgs+=(squashfs-tools)
@@ -73,25 +71,15 @@ if [[ $INSTALL == 1 ]]; then
 fi
 
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault-cli -p dsvault-datagen"
-    (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1 ||
-        { echo "mount.sh: build failed, see $LOG/build.log" >&2; exit 1; }
+    build_release "$LOG/build.log" || die "build failed, see $LOG/build.log"
 fi
-DSVAULT=$TARGET/dsvault
-DATAGEN=$TARGET/dsvault-datagen
 
 # --- data ------------------------------------------------------------------------------------
 
 DATA=$W/data
-stamp="$SCALE $SEED $(sha256sum "$DATAGEN" | cut -c1-16)"
-if [[ -d $DATA && -f $W/data.stamp && $(cat "$W/data.stamp") == "$stamp" ]]; then
-    log "reusing $DATA"
-else
-    rm -rf "$DATA" "$W/vault" "$W/image.sqfs" "$W/borg" "$W/restic" "$W/data.stamp"
-    log "generating $DATA (scale $SCALE)"
-    "$DATAGEN" "$DATA" --scale "$SCALE" --seed "$SEED" --version 1 --force >&2
-    echo "$stamp" >"$W/data.stamp"
-fi
+gen_data "$DATA" "$SCALE" "$SEED" 1
+# The stores below are built from the data: new data, new stores.
+[[ $GENERATED == 0 ]] || rm -rf "$W/vault" "$W/image.sqfs" "$W/borg" "$W/restic"
 BIG=(tables/metadata.csv tables/annotations.jsonl blobs/features.bin blobs/shard-0000.bin)
 BIG_BYTES=$(cd "$DATA" && du -cb "${BIG[@]}" | tail -n 1 | cut -f1)
 SMALL_FILES=$(find "$DATA/images" -type f | wc -l)
@@ -149,13 +137,7 @@ start_mount() { # tool
         restic --repo "$W/restic" mount "$mp" >"$LOG/restic-mount.out" 2>&1 &
         PID=$!; ROOT=$mp/snapshots/latest ;;
     esac
-    local i
-    for i in $(seq 300); do
-        [[ -e $ROOT/tables/metadata.csv ]] && return 0
-        kill -0 "$PID" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
+    wait_until 300 "$PID" test -e "$ROOT/tables/metadata.csv"
 }
 stop_mount() { # tool
     [[ -n $PID ]] || return 0
@@ -177,7 +159,6 @@ trap cleanup EXIT
 server_cpu() { [[ -n $PID ]] && awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$PID/stat" || echo ""; }
 server_rss() { [[ -n $PID ]] && awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$PID/status" || echo ""; }
 
-now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 rate() { awk -v n="$1" -v t="$2" -v d="$3" 'BEGIN { if (t > 0) printf "%.0f", n / d / t; else print "inf" }'; }
 
@@ -232,8 +213,7 @@ for rep in $(seq "$REPEAT"); do
     for tool in $(rotated "$rep"); do
         for mode in disk-cold fuse-cold; do
             [[ $tool == native && $mode == fuse-cold ]] && continue
-            sync
-            echo 3 >/proc/sys/vm/drop_caches
+            drop_caches
             if [[ $mode == fuse-cold ]]; then
                 # The store is in the page cache; the mount is fresh (nothing cached by FUSE).
                 find "${STORE[$tool]}" -type f -print0 | xargs -0 cat >/dev/null
@@ -302,5 +282,5 @@ OUT=$REPO/bench/results/mount-$(date -u +%Y-%m-%d-%H%M%S).md
 report | tee "$OUT"
 log "written to ${OUT#"$REPO"/}; logs in $LOG"
 if [[ $KEEP == 0 ]]; then
-    rm -rf "$DATA" "$W/vault" "$W/image.sqfs" "$W/borg" "$W/borg-home" "$W/restic" "$W/restic-cache" "$W/data.stamp"
+    rm -rf "$DATA" "$DATA.stamp" "$DATA.datagen.json" "$W/vault" "$W/image.sqfs" "$W/borg" "$W/borg-home" "$W/restic" "$W/restic-cache"
 fi

@@ -5,6 +5,8 @@
 #
 # usage: bench/remote.sh [--scale F] [--seed N] [--workdir DIR] [--keep] [--no-build]
 set -euo pipefail
+BENCH=remote.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -34,37 +36,22 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}/release
 MOTO=$REPO/.venv-moto/bin/moto_server
 mkdir -p "$WORKDIR"
 W=$(cd "$WORKDIR" && pwd)
 LOG=$W/logs
 mkdir -p "$LOG"
-log() { printf '[remote.sh] %s\n' "$*" >&2; }
 
-[[ $(id -u) == 0 ]] || { echo "remote.sh: needs root (drop_caches, mounts)" >&2; exit 1; }
-[[ -x $MOTO ]] || { echo "remote.sh: $MOTO is missing; run scripts/test.sh, or: python3 -m venv .venv-moto && .venv-moto/bin/pip install 'moto[server]'" >&2; exit 1; }
+need_root "drop_caches, mounts"
+[[ -x $MOTO ]] || die "$MOTO is missing; run scripts/test.sh, or: python3 -m venv .venv-moto && .venv-moto/bin/pip install 'moto[server]'"
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault-cli -p dsvault-datagen"
-    (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1 ||
-        { echo "remote.sh: build failed, see $LOG/build.log" >&2; exit 1; }
+    build_release "$LOG/build.log" || die "build failed, see $LOG/build.log"
 fi
-DSVAULT=$TARGET/dsvault
-DATAGEN=$TARGET/dsvault-datagen
 
 # --- data ------------------------------------------------------------------------------------
 
 DATA=$W/data
-stamp="$SCALE $SEED $(sha256sum "$DATAGEN" | cut -c1-16)"
-if [[ -d $DATA && -f $W/data.stamp && $(cat "$W/data.stamp") == "$stamp" ]]; then
-    log "reusing $DATA"
-else
-    rm -rf "$DATA" "$W/data.stamp"
-    log "generating $DATA (scale $SCALE)"
-    "$DATAGEN" "$DATA" --scale "$SCALE" --seed "$SEED" --version 1 --force >&2
-    echo "$stamp" >"$W/data.stamp"
-fi
+gen_data "$DATA" "$SCALE" "$SEED" 1
 DATA_BYTES=$(find "$DATA" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
 rm -rf "$W"/vault-* "$W"/mnt-* "$W"/export-*
 
@@ -87,7 +74,6 @@ for _ in $(seq 100); do curl -s -o /dev/null "$AWS_ENDPOINT_URL" && break; sleep
 
 # --- helpers ---------------------------------------------------------------------------------
 
-now() { date +%s.%N; }
 mibps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
@@ -105,9 +91,7 @@ mount_vault() {
     mkdir -p "$2"
     DSVAULT_LOG=dsvault=info "$DSVAULT" --vault "$1" mount bench@v1 "$2" >"$LOG/mount-$(basename "$1").out" 2>"$LOG/mount-$(basename "$1").err" &
     MOUNT_PID=$!
-    for _ in $(seq 200); do grep -q '^mounted' "$LOG/mount-$(basename "$1").out" 2>/dev/null && return; sleep 0.05; done
-    echo "remote.sh: mount of $1 did not come up" >&2
-    exit 1
+    wait_until 100 "$MOUNT_PID" grep -q '^mounted' "$LOG/mount-$(basename "$1").out" || die "mount of $1 did not come up"
 }
 
 unmount_vault() {
@@ -119,8 +103,7 @@ unmount_vault() {
 # read_all MP: seconds to read every file once
 read_all() {
     local t0 t1
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
+    drop_caches
     t0=$(now)
     (cd "$1" && find . -type f -print0 | xargs -0 -P 4 -n 64 cat >/dev/null)
     t1=$(now)
@@ -173,8 +156,7 @@ log "export every file: local store, and a freshly synced remote vault (cold cac
 # export VAULT DEST: seconds, with the page cache dropped first; --json output in $LOG
 export_all() {
     local t0 t1
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
+    drop_caches
     t0=$(now)
     "$DSVAULT" --vault "$1" --json export bench@v1 "$2" >"$LOG/export-$(basename "$1").json"
     t1=$(now)
@@ -184,7 +166,7 @@ LOCAL_EXPORT=$(export_all "$W/vault-local" "$W/export-local")
 "$DSVAULT" --vault "$W/vault-d" --quiet init --store s3://bench/v
 "$DSVAULT" --vault "$W/vault-d" --quiet sync
 REMOTE_EXPORT=$(export_all "$W/vault-d" "$W/export-d")
-EXPORT_GETS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["remote"]["get_requests"])' "$LOG/export-vault-d.json")
+EXPORT_GETS=$(json_get "$LOG/export-vault-d.json" remote.get_requests)
 diff -r "$DATA" "$W/export-d" >/dev/null || { echo "remote.sh: the remote export differs from the data" >&2; exit 1; }
 
 # --- report ----------------------------------------------------------------------------------

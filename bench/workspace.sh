@@ -10,6 +10,8 @@
 #
 # usage: bench/workspace.sh [--scale F] [--write-mib N] [--seed N] [--workdir DIR] [--keep] [--no-build]
 set -euo pipefail
+BENCH=workspace.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<'USAGE'
@@ -42,24 +44,17 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-[[ $(id -u) == 0 ]] || { echo "workspace.sh: needs root (drop_caches, mounts)" >&2; exit 1; }
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}/release
+need_root "drop_caches, mounts"
 rm -rf "$WORKDIR"
 mkdir -p "$WORKDIR"
 W=$(cd "$WORKDIR" && pwd)
 LOG=$W/logs MNT=$W/mnt
 mkdir -p "$LOG" "$MNT"
-log() { printf '[workspace.sh] %s\n' "$*" >&2; }
-now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc -l; }
-cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault-cli -p dsvault-datagen"
-    (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1
+    build_release "$LOG/build.log" || die "build failed, see $LOG/build.log"
 fi
-DSVAULT=$TARGET/dsvault
 V=(--vault "$W/vault" --quiet)
 
 cleanup() {
@@ -69,13 +64,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "datagen --scale $SCALE"
-"$TARGET/dsvault-datagen" "$W/data" --scale "$SCALE" --seed "$SEED" >"$LOG/datagen.log"
+gen_data "$W/data" "$SCALE" "$SEED" 1
 DATA_BYTES=$(du -sb "$W/data" | cut -f1)
 FILES=$(find "$W/data" -type f | wc -l)
 
 log "full ingest of the base (the reference of test 3)"
-cold
+drop_caches
 t0=$(now)
 "$DSVAULT" "${V[@]}" ingest "$W/data" --name bench --version v1 >"$LOG/ingest.log"
 INGEST_S=$(secs "$t0" "$(now)")
@@ -83,7 +77,7 @@ INGEST_S=$(secs "$t0" "$(now)")
 
 "$DSVAULT" "${V[@]}" mount "$MNT" >"$LOG/mount.log" 2>&1 &
 MOUNT_PID=$!
-for _ in $(seq 100); do grep -q " $MNT " /proc/mounts && break; sleep 0.1; done
+wait_until 100 "$MOUNT_PID" grep -q " $MNT " /proc/mounts || die "the mount did not come up (see $LOG/mount.log)"
 WORK=$MNT/work/w GOLD=$MNT/gold/bench/v1
 
 # 1. Writes: 64 files of WRITE_MIB/64 MiB, 1 MiB writes, then sync.
@@ -116,7 +110,7 @@ WORK_W=$(echo "$WORK_W" | min_of)
 #    best of three each.
 read_all() { (cd "$1" && find . -type f -print0 | xargs -0 cat >/dev/null); }
 timed_read() { # DIR -> seconds
-    cold
+    drop_caches
     local t0
     t0=$(now)
     read_all "$1"
@@ -136,11 +130,11 @@ log "test 3: change 1% of the files, derive"
 (cd "$WORK" && find . -type f | sort | awk 'NR % 100 == 0') >"$W/changed.txt"
 CHANGED=$(wc -l <"$W/changed.txt")
 while read -r f; do echo "cleaned" >>"$WORK/$f"; done <"$W/changed.txt"
-cold
+drop_caches
 t0=$(now)
 "$DSVAULT" "${V[@]}" --json derive w --name bench-clean --version v1 >"$W/derive.json"
 DERIVE_S=$(secs "$t0" "$(now)")
-STORED=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stored_bytes"])' "$W/derive.json")
+STORED=$(json_get "$W/derive.json" stored_bytes)
 
 umount "$MNT"
 wait "$MOUNT_PID" || true

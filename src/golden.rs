@@ -14,9 +14,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::dataset::{DatasetName, Kind};
-use crate::id::{ChunkId, PackId};
+use crate::id::PackId;
 use crate::ops::ingest::{ingest, IngestOptions};
-use crate::pack::{encode_chunk, parse_index, CompressPolicy, PackWriter};
+use crate::pack::{parse_index, test_pack};
 use crate::progress::NoProgress;
 use crate::vault::Vault;
 
@@ -113,16 +113,7 @@ fn the_root_and_manifest_of_a_fixed_tree_are_those_in_format_md() {
 #[test]
 fn the_example_pack_is_byte_for_byte_what_the_writer_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut writer = PackWriter::create(tmp.path()).unwrap();
-    let policy = CompressPolicy {
-        level: 1,
-        min_saving_percent: 10,
-    };
-    writer
-        .add(&encode_chunk(ChunkId::of(b"hi\n"), b"hi\n", policy).unwrap())
-        .unwrap();
-    let sealed = writer.seal().unwrap();
-    let bytes = fs::read(&sealed.tmp_path).unwrap();
+    let (sealed, bytes) = test_pack(tmp.path(), &[b"hi\n"], 1);
     let doc = format_md();
     let dump = block_after(&doc, "A real 131-byte pack", "text");
     let documented: Vec<u8> = dump

@@ -150,6 +150,22 @@ impl ChunkEncoder {
     }
 }
 
+/// A sealed pack of `chunks` (zstd `level`, 0 = raw) written into `dir`, and its bytes.
+#[cfg(test)]
+pub(crate) fn test_pack(dir: &std::path::Path, chunks: &[&[u8]], level: i32) -> (SealedPack, Vec<u8>) {
+    let mut writer = PackWriter::create(dir).unwrap();
+    let policy = CompressPolicy {
+        level,
+        min_saving_percent: 10,
+    };
+    for c in chunks {
+        writer.add(&encode_chunk(ChunkId::of(c), c, policy).unwrap()).unwrap();
+    }
+    let sealed = writer.seal().unwrap();
+    let bytes = std::fs::read(&sealed.tmp_path).unwrap();
+    (sealed, bytes)
+}
+
 /// Encode one chunk with a fresh encoder (convenient for tests and one-offs).
 pub fn encode_chunk(id: ChunkId, data: &[u8], policy: CompressPolicy) -> Result<EncodedChunk> {
     ChunkEncoder::new(policy)?.encode(id, Cow::Borrowed(data))

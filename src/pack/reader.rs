@@ -190,17 +190,8 @@ mod tests {
     #[test]
     fn pack_round_trips_and_detects_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = PackWriter::create(dir.path()).unwrap();
-        let policy = CompressPolicy {
-            level: 3,
-            min_saving_percent: 10,
-        };
         let chunks: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + i as usize * 100]).collect();
-        for c in &chunks {
-            writer.add(&encode_chunk(ChunkId::of(c), c, policy).unwrap()).unwrap();
-        }
-        let sealed = writer.seal().unwrap();
-        let bytes = std::fs::read(&sealed.tmp_path).unwrap();
+        let (sealed, bytes) = test_pack(dir.path(), &chunks.iter().map(Vec::as_slice).collect::<Vec<_>>(), 3);
         assert_eq!(PackId::of(&bytes), sealed.id);
         assert_eq!(
             read_index_from_file(sealed.id, &sealed.tmp_path).unwrap(),
@@ -225,16 +216,7 @@ mod tests {
     #[test]
     fn offsets_that_overflow_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = PackWriter::create(dir.path()).unwrap();
-        let policy = CompressPolicy {
-            level: 0,
-            min_saving_percent: 10,
-        };
-        writer
-            .add(&encode_chunk(ChunkId::of(b"abc"), b"abc", policy).unwrap())
-            .unwrap();
-        let sealed = writer.seal().unwrap();
-        let bytes = std::fs::read(&sealed.tmp_path).unwrap();
+        let (sealed, bytes) = test_pack(dir.path(), &[b"abc"], 0);
         let footer_at = bytes.len() - FOOTER_LEN;
         let index_at = footer_at - ENTRY_LEN;
         let read = |b: &[u8]| read_index_with(sealed.id, b.len() as u64, |o, l| Ok(b[o as usize..][..l].to_vec()));
