@@ -2,13 +2,15 @@
 //!
 //! Layers, top to bottom (dependencies point down only):
 //!
-//! - [`ops`]: one module per verb (ingest, estimate, derive, lineage, remove, gc, verify,
-//!   export, stats); no printing, progress through [`progress::Progress`].
+//! - [`ops`]: one module per verb (ingest, estimate, derive, run, lineage, remove, gc,
+//!   verify, export, stats, sync); no printing, progress through [`progress::Progress`].
 //! - [`workspace`]: writable upper layers over sealed datasets, and the merged-view rules.
 //! - [`catalog`] (SQLite), [`chunker`] (FastCDC), [`pack`] (pack format), [`store`] (where
 //!   packs, manifests and refs live), [`manifest`] (root hashes and manifests).
 //! - [`vfs`]: the read-only file-tree view that `dsvault mount` serves through FUSE.
-//! - [`id`] (typed blake3 ids) and [`error`] (the one error enum).
+//! - [`id`] (typed blake3 ids), [`error`] (the one error enum), [`process`] (pid liveness).
+//!
+//! The directions are checked by a test (`layering.rs`) against docs/ARCHITECTURE.md.
 //!
 //! See docs/ARCHITECTURE.md for the why, docs/FORMAT.md for the bytes on disk.
 //!
