@@ -5,6 +5,8 @@
 #
 # usage: bench/python.sh [--scale F] [--seed N] [--workdir DIR] [--repeat N] [--no-build]
 set -euo pipefail
+BENCH=python.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SCALE=1
 SEED=1
@@ -23,15 +25,12 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}/release
 mkdir -p "$WORKDIR"
 W=$(cd "$WORKDIR" && pwd)
 LOG=$W/logs
 MNT=$W/mnt
 mkdir -p "$LOG" "$MNT"
-log() { printf '[python.sh] %s\n' "$*" >&2; }
-[[ $(id -u) == 0 ]] || { echo "python.sh: needs root (drop_caches, mount)" >&2; exit 1; }
+need_root "drop_caches, mount"
 
 VENV=$REPO/.venv-py
 if [[ ! -x $VENV/bin/maturin ]]; then
@@ -39,22 +38,15 @@ if [[ ! -x $VENV/bin/maturin ]]; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check 'maturin>=1.9.4,<2' fsspec
 fi
 if [[ $BUILD == 1 ]]; then
-    log "cargo build --release -p dsvault-cli -p dsvault-datagen; maturin develop --release"
-    (cd "$REPO" && cargo build --release -p dsvault-cli -p dsvault-datagen) >"$LOG/build.log" 2>&1 ||
-        { echo "python.sh: build failed, see $LOG/build.log" >&2; exit 1; }
+    build_release "$LOG/build.log" || die "build failed, see $LOG/build.log"
+    log "maturin develop --release"
     (source "$VENV/bin/activate" && cd "$REPO" && maturin develop --release -m python/Cargo.toml) >>"$LOG/build.log" 2>&1 ||
         { echo "python.sh: maturin failed, see $LOG/build.log" >&2; exit 1; }
 fi
-DSVAULT=$TARGET/dsvault
 
 DATA=$W/data
-stamp="$SCALE $SEED $(sha256sum "$TARGET/dsvault-datagen" | cut -c1-16)"
-if [[ ! -d $DATA || ! -f $W/data.stamp || $(cat "$W/data.stamp") != "$stamp" ]]; then
-    rm -rf "$DATA" "$W/vault"
-    log "generating $DATA (scale $SCALE)"
-    "$TARGET/dsvault-datagen" "$DATA" --scale "$SCALE" --seed "$SEED" --version 1 --force >&2
-    echo "$stamp" >"$W/data.stamp"
-fi
+gen_data "$DATA" "$SCALE" "$SEED" 1
+[[ $GENERATED == 0 ]] || rm -rf "$W/vault"
 if [[ ! -d $W/vault ]]; then
     log "dsvault ingest"
     "$DSVAULT" --vault "$W/vault" --quiet ingest "$DATA" --name bench --version v1 >"$LOG/ingest.log" 2>&1
@@ -67,11 +59,7 @@ cleanup() {
     wait "$PID" 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 300); do
-    [[ -e $MNT/tables/metadata.csv ]] && break
-    kill -0 "$PID" 2>/dev/null || { echo "python.sh: mount failed, see $LOG/mount.err" >&2; exit 1; }
-    sleep 0.1
-done
+wait_until 300 "$PID" test -e "$MNT/tables/metadata.csv" || die "mount failed, see $LOG/mount.err"
 
 log "reading (repeat $REPEAT)"
 {
