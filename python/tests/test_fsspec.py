@@ -75,6 +75,26 @@ def test_pandas_and_pyarrow(any_vault, source):
     assert csvs.to_table().to_pandas().equals(want)
 
 
+def test_pyarrow_dataset_of_a_whole_dataset(tmp_path):
+    """The issue's form: `pyarrow.dataset.dataset("gold/NAME@VERSION", filesystem=...)` over a
+    dataset of Parquet files (hive-partitioned folders)."""
+    from conftest import run
+
+    src = tmp_path / "pq"
+    want = pd.DataFrame({"id": range(100), "v": [i * 2 for i in range(100)]})
+    for part in (0, 1):
+        folder = src / f"part={part}"
+        folder.mkdir(parents=True)
+        want[want.id % 2 == part].to_parquet(folder / "data.parquet", index=False)
+    vault = tmp_path / "vault"
+    run("--vault", vault, "ingest", src, "--name", "pq", "--version", "v1")
+    fs = fsspec.filesystem("dsvault", vault=str(vault))
+    got = pads.dataset("gold/pq@v1", filesystem=fs, partitioning="hive").to_table().to_pandas()
+    got = got.sort_values("id").reset_index(drop=True)
+    assert got[["id", "v"]].equals(want)
+    assert sorted(got["part"].astype(int).unique()) == [0, 1]
+
+
 def test_pickles_by_value(local_vault, source):
     fs = fsspec.filesystem("dsvault", vault=str(local_vault))
     fs2 = pickle.loads(pickle.dumps(fs))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
+import shutil
 
 import numpy as np
 
@@ -100,3 +102,43 @@ def test_reads_release_the_gil(local_vault, source):
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda p: ds.read_range(p), list(files) * 3))
     assert got == list(files.values()) * 3
+
+
+def test_a_warm_cache_reads_no_pack_bytes_from_the_store(tmp_path, source, moto):
+    """Object-store vault: a first (cold) pass GETs pack ranges into the vault's disk cache;
+    a new handle then reads every file right without GETting any pack bytes again (the
+    store only answers a HEAD per pack, the library's check that its cache is current)."""
+    from conftest import Moto, run
+
+    server = Moto(tmp_path)
+    log = tmp_path / "moto.log"
+
+    def pack_gets() -> int:
+        server.log.flush()
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())  # the log colours 206 answers
+        return sum(1 for line in plain.splitlines() if '"GET /warm/v/packs/' in line)
+
+    try:
+        server.create_bucket("warm")
+        env = {**os.environ, **server.env}
+        vault = tmp_path / "vault"
+        run("--vault", vault, "init", "--store", "s3://warm/v", env=env)
+        run("--vault", vault, "ingest", source[0], "--name", "tab", "--version", "v1", env=env)
+        saved = {k: os.environ[k] for k in server.env}
+        os.environ.update(server.env)
+        try:
+            shutil.rmtree(vault / "cache", ignore_errors=True)
+            before = pack_gets()
+            cold = dsvault.open_vault(vault).dataset("gold/tab@v1")
+            for rel, want in source[1].items():
+                assert cold.read_range(rel) == want
+            after_cold = pack_gets()
+            assert after_cold > before
+            warm = dsvault.open_vault(vault).dataset("gold/tab@v1")
+            for rel, want in source[1].items():
+                assert warm.read_range(rel) == want
+            assert pack_gets() == after_cold
+        finally:
+            os.environ.update(saved)
+    finally:
+        server.stop()
