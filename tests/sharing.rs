@@ -273,6 +273,18 @@ fn read_through_own_mount(vault: &Path, home: &Path) {
     assert!(Command::new("umount").arg(&mp).status().unwrap().success());
     drop(mounted);
     assert!(!is_mounted(&mp));
+
+    // The whole vault: read-only for her (its workspaces are not hers), work/ empty.
+    let mounted = spawn_mount(as_user_cmd(CAROL, &[&args[..3], &args[4..]].concat()), &mp, false);
+    let script = format!(
+        "grep -q 'alpha 1' {m}/gold/ds/v1/a.txt && test -z \"$(ls -A {m}/work)\"",
+        m = mp.display()
+    );
+    let (code, err) = sh_as(CAROL, &script);
+    assert_eq!(code, 0, "carol's whole-vault mount: {err}");
+    assert!(Command::new("umount").arg(&mp).status().unwrap().success());
+    drop(mounted);
+    assert!(!is_mounted(&mp));
 }
 
 #[test]
@@ -447,7 +459,14 @@ fn members_of_a_shared_vault_ingest_derive_and_read_each_others_datasets() {
         assert_eq!(m.mode() & 0o222, 0, "{} is writable", pack.display());
     }
     in_vault(BOB, vp, &["workspace", "rm", "bobws"]).ok();
-    in_vault(BOB, vp, &["rm", "derived/a-clean@1"]).ok();
+    let forced = [
+        "rm",
+        "derived/a-clean@1",
+        "--force-gold",
+        "--yes-i-mean-it",
+        "derived/a-clean@1",
+    ];
+    in_vault(ALICE, vp, &forced).ok();
 
     // Whoever is not in the group reads, and may not write.
     in_vault(CAROL, vp, &["ls"]).ok().mentions(&["gold/a@1", "gold/b@1"]);
