@@ -168,6 +168,18 @@ fn home_of(user: &str, root: &Path) -> PathBuf {
     home
 }
 
+/// A vault shared with [`GROUP`], made by alice (umask 077) in a folder of hers; the
+/// temporary folder holding it goes with the returned guard.
+fn alices_shared_vault() -> (tempfile::TempDir, PathBuf) {
+    users();
+    let tmp = shared_tempdir();
+    let vault = home_of(ALICE, tmp.path()).join("vault");
+    in_vault(ALICE, &vault, &["init", "--shared", GROUP])
+        .ok()
+        .mentions(&[GROUP]);
+    (tmp, vault)
+}
+
 /// A source tree every user may read.
 fn source(root: &Path, seed: u8) -> PathBuf {
     let src = root.join(format!("src{seed}"));
@@ -359,14 +371,8 @@ fn members_of_a_shared_vault_ingest_derive_and_read_each_others_datasets() {
     if !need_root() {
         return;
     }
-    users();
-    let tmp = shared_tempdir();
-    let home = home_of(ALICE, tmp.path());
-    let vault = home.join("vault");
+    let (tmp, vault) = alices_shared_vault();
     let vp = vault.as_path();
-    in_vault(ALICE, vp, &["init", "--shared", GROUP])
-        .ok()
-        .mentions(&[GROUP]);
     let toml = fs::read_to_string(vault.join("vault.toml")).unwrap();
     assert!(toml.contains(&format!("group = \"{GROUP}\"")), "{toml}");
     assert!(toml.contains(&format!("gid = {}", gid_of_group(GROUP))), "{toml}");
@@ -591,13 +597,10 @@ fn a_members_own_unprivileged_mount_writes_her_workspace() {
     if !need_root() {
         return;
     }
-    users();
-    let tmp = shared_tempdir();
-    let home = home_of(ALICE, tmp.path());
-    let vault = home.join("vault");
+    let (tmp, vault) = alices_shared_vault();
     let vp = vault.as_path();
+    let home = vault.parent().unwrap();
     let src = source(tmp.path(), 1);
-    in_vault(ALICE, vp, &["init", "--shared", GROUP]).ok();
     in_vault(
         BOB,
         vp,
