@@ -100,6 +100,9 @@ pub struct RemoteConfig {
     /// or `max_retries`, whichever comes first; then the operation fails.
     pub retry_timeout_secs: u64,
     pub max_retries: usize,
+    /// How long a writer's lease on a shared store lasts (docs/ARCHITECTURE.md, "gc on a
+    /// shared bucket"): longer than any upload. A writer whose ref would land later stops.
+    pub lease_ttl_secs: u64,
 }
 
 impl Default for RemoteConfig {
@@ -113,6 +116,7 @@ impl Default for RemoteConfig {
             request_timeout_secs: 30,
             retry_timeout_secs: 60,
             max_retries: 5,
+            lease_ttl_secs: 6 * 60 * 60,
         }
     }
 }

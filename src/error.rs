@@ -204,6 +204,9 @@ pub enum Error {
     SealedByAnother { dataset: String, owner: String },
     #[error("workspace {name} belongs to {owner}: only its owner (or root) may change or remove it")]
     WorkspaceNotYours { name: String, owner: String },
+    /// The shared-bucket protocol (leases, condemned lists) stopped a writer or a gc.
+    #[error("{0}")]
+    SharedStore(String),
 }
 
 impl Error {

@@ -127,7 +127,14 @@ impl Workspace {
                 root: d.root.unwrap_or(crate::RootHash([0; 32])),
             })
             .collect();
-        if let Err(e) = catalog.insert_workspace(name, &base_rows) {
+        let bases: Vec<(String, crate::RootHash)> = rows
+            .iter()
+            .zip(&base_rows)
+            .map(|(d, b)| (d.name.to_string(), b.root))
+            .collect();
+        let pinned = crate::ops::shared_gc::pin_workspace(vault, &catalog, name, &dir, &bases);
+        if let Err(e) = pinned.and_then(|()| catalog.insert_workspace(name, &base_rows)) {
+            crate::ops::shared_gc::unpin_workspace(vault, &dir)?;
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
@@ -180,6 +187,7 @@ impl Workspace {
             Err(Error::Io { .. }) if !dir.exists() => None,
             other => Some(other?),
         };
+        crate::ops::shared_gc::unpin_workspace(vault, &dir)?;
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("removing", &dir, e)),
             _ => {}

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use dsvault::ops::gc::{self, GcOptions};
-use dsvault::ops::remove;
+use dsvault::ops::{remove, shared_gc};
 use dsvault::DatasetRef;
 
 use super::output::{bytes, json_line};
@@ -87,6 +87,9 @@ pub fn gc(g: &Globals, a: GcArgs) -> Result<i32> {
         grace: Duration::from_secs(a.grace_minutes * 60),
         repack_percent: a.repack_percent,
     };
+    if vault.store().is_shared() {
+        return shared_gc(g, &vault, &opts);
+    }
     let r = gc::gc(&vault, &opts).context("collecting garbage")?;
     if g.json {
         json_line(&r)?;
@@ -103,5 +106,42 @@ pub fn gc(g: &Globals, a: GcArgs) -> Result<i32> {
             r.pack_files_waiting
         );
     }
+    Ok(0)
+}
+
+/// `gc` on a shared bucket: the two-phase run of docs/ARCHITECTURE.md.
+fn shared_gc(g: &Globals, vault: &dsvault::Vault, opts: &GcOptions) -> Result<i32> {
+    let r =
+        shared_gc::gc(vault, opts).with_context(|| format!("collecting garbage in {}", vault.store().describe()))?;
+    if g.json {
+        json_line(&super::remote::with_remote_stats(vault, &r)?)?;
+        return Ok(0);
+    }
+    if g.quiet {
+        return Ok(0);
+    }
+    let (deleted, condemned) = if r.dry_run {
+        ("would delete", "would condemn")
+    } else {
+        ("deleted", "condemned")
+    };
+    for o in &r.deleted {
+        println!("{deleted} {} ({}): {}", o.key, bytes(o.bytes), o.why);
+    }
+    for o in &r.condemned {
+        println!("{condemned} {} ({}): {}", o.key, bytes(o.bytes), o.why);
+    }
+    println!(
+        "{} {}: {} objects, {} freed; {condemned} {} objects ({}) for the next run; {} spared, {} waiting for older leases, {} younger than the grace period",
+        r.store,
+        if r.dry_run { "(dry run)" } else { "" },
+        r.deleted.len(),
+        bytes(r.bytes_freed),
+        r.condemned.len(),
+        bytes(r.bytes_condemned),
+        r.spared,
+        r.waiting_for_leases,
+        r.too_young
+    );
     Ok(0)
 }

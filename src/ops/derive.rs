@@ -115,6 +115,7 @@ pub fn derive(vault: &Vault, opts: &DeriveOptions, progress: &dyn Progress) -> R
     let upper = ingest::check_source(&ws.upper)?;
     let _lock = vault.lock_writer()?;
     let catalog = vault.catalog()?;
+    let _lease = super::shared_gc::begin_write(vault, &catalog, &format!("derive {}", opts.name))?;
     let layers = Layers::load(&catalog, &ws, &upper)?;
     if !layers.special.is_empty() && !opts.skip_special {
         return Err(Error::SpecialFiles {

@@ -98,11 +98,9 @@ fn plan(p: &PackUsage, opts: &GcOptions, now: i64) -> Plan {
 /// Collect garbage in `vault`.
 pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<GcReport> {
     let started = Instant::now();
-    if vault.store().reads_are_requests() {
-        // This catalog knows only what this machine ingested or synced; packs other machines
-        // use would look unreferenced, and a rewrite races their uploads.
+    if vault.store().is_shared() {
         return Err(Error::Unsupported(format!(
-            "gc does not run on a remote store ({}): other machines may be using packs this catalog does not know about; nothing was removed",
+            "store {} is shared: its gc is ops::shared_gc::gc, which needs no catalog",
             vault.store().describe()
         )));
     }

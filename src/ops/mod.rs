@@ -9,6 +9,7 @@ pub mod lineage;
 pub mod recover;
 pub mod remove;
 pub mod run;
+pub mod shared_gc;
 pub mod stats;
 pub mod sync;
 pub mod verify;

@@ -4,7 +4,8 @@
 //! confirmation), and so, in a shared vault, does a dataset another member sealed (the
 //! owner of its ref file). A dataset that is a workspace's base is refused. The catalog rows go first,
 //! in one transaction logged in `removals` (the only way the triggers let a sealed dataset's
-//! rows be deleted), then the ref. The packs stay until `gc` finds their chunks unused.
+//! rows be deleted), then the ref. The packs stay until `gc` finds their chunks unused. On a
+//! shared store a dataset that any machine's workspace pins is refused.
 //! Never: deletes pack bytes.
 
 use serde::Serialize;
@@ -39,6 +40,14 @@ pub fn remove(vault: &Vault, dataset: &DatasetRef, force_gold: bool) -> Result<R
                 })
             }
             _ => {}
+        }
+    }
+    if let Some(root) = d.root.filter(|_| vault.store().is_shared()) {
+        if let Some(holder) = super::shared_gc::pinned_by(vault.store(), root)?.into_iter().next() {
+            return Err(Error::InUseByWorkspace {
+                dataset: d.name.to_string(),
+                workspace: holder,
+            });
         }
     }
     catalog.remove_dataset(&d, force_gold)?;

@@ -31,6 +31,8 @@ pub struct SyncReport {
     /// Packs in the store, and of those the ones this run recorded.
     pub packs: u64,
     pub packs_indexed: u64,
+    /// Packs this catalog knew that a gc deleted from the (shared) store, now forgotten here.
+    pub packs_deleted_by_gc: u64,
     /// Refs in the store, and the datasets this run imported.
     pub datasets: u64,
     pub datasets_imported: Vec<String>,
@@ -56,6 +58,9 @@ pub fn sync(vault: &Vault, prune: bool, progress: &dyn Progress) -> Result<SyncR
         store: vault.config().store.clone(),
         ..Default::default()
     };
+    if vault.store().is_shared() {
+        super::shared_gc::unretire_spared(vault, &catalog)?;
+    }
     let packs = super::recover::index_unknown_packs(vault, &catalog)?;
     report.packs = catalog.packs()?.len() as u64;
     report.packs_indexed = packs.indexed as u64;
@@ -89,8 +94,32 @@ pub fn sync(vault: &Vault, prune: bool, progress: &dyn Progress) -> Result<SyncR
             Err(e) => return Err(e),
         }
     }
+    if vault.store().is_shared() {
+        let (forgotten, unreadable) = super::shared_gc::forget_deleted_packs(vault, &catalog)?;
+        report.packs_deleted_by_gc = forgotten;
+        report.packs -= forgotten.min(report.packs);
+        report.problems.extend(unreadable);
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Drop from the catalog every dataset whose ref the store no longer has (a writer's prelude
+/// on a shared store does this before forgetting packs a gc condemned). Workspace bases stay.
+pub(crate) fn prune_gone(vault: &Vault, catalog: &Catalog) -> Result<()> {
+    let in_store: HashSet<String> = vault
+        .store()
+        .list_refs()?
+        .iter()
+        .map(|r| r.dataset.to_string())
+        .collect();
+    for d in gone_from_store(vault, catalog, &in_store)? {
+        match catalog.remove_dataset(&d, true) {
+            Ok(()) | Err(Error::InUseByWorkspace { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Sealed datasets of this catalog whose ref the store does not have. Each is checked again

@@ -14,6 +14,7 @@ mod backend;
 mod extents;
 mod local;
 mod remote;
+pub mod shared;
 mod url;
 
 use std::path::Path;
@@ -64,6 +65,8 @@ pub struct StoredRef {
 /// the rest of the library calls.
 pub struct Store {
     backend: Box<dyn Backend>,
+    /// The lease this process writes under, on a shared store (src/store/shared.rs).
+    lease: std::sync::Mutex<Option<shared::ActiveLease>>,
 }
 
 /// A pack on its way into the store; [`PendingPut::wait`] returns once it is durable there
@@ -112,12 +115,15 @@ impl Store {
             }
             remote => Box::new(RemoteStore::open(remote, &vault_dir.join("cache"), settings)?),
         };
-        Ok(Store { backend })
+        Ok(Store::from_backend(backend))
     }
 
     /// A store served by `backend` (tests use this to wrap one).
     pub fn from_backend(backend: Box<dyn Backend>) -> Self {
-        Store { backend }
+        Store {
+            backend,
+            lease: std::sync::Mutex::new(None),
+        }
     }
 
     /// The backend itself: the object-level contract (generic objects, listings with store
@@ -160,6 +166,10 @@ impl Store {
 
     /// Start publishing a sealed pack; its temporary file is consumed either way.
     pub fn begin_put_pack(&self, sealed: &SealedPack) -> PendingPut {
+        if let Err(e) = self.check_not_condemned(&pack_key(sealed.id)) {
+            let _ = std::fs::remove_file(&sealed.tmp_path);
+            return PendingPut::done(Err(e));
+        }
         self.backend.begin_put_pack(sealed)
     }
 
@@ -222,12 +232,17 @@ impl Store {
 
     /// Store a manifest durably (content-addressed: an existing one is left as is).
     pub fn put_manifest(&self, root: RootHash, bytes: &[u8]) -> Result<()> {
+        self.check_not_condemned(&manifest_key(root))?;
         self.backend.put_manifest(root, bytes)
     }
 
     /// Publish a fully written, fsynced manifest file (or drop it if present); the file is
     /// consumed.
     pub fn put_manifest_file(&self, root: RootHash, tmp: &Path) -> Result<()> {
+        if let Err(e) = self.check_not_condemned(&manifest_key(root)) {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
+        }
         self.backend.put_manifest_file(root, tmp)
     }
 
@@ -241,6 +256,7 @@ impl Store {
     /// has its lineage in the store.
     pub fn put_lineage(&self, kind: &str, name: &str, version: &str, root: RootHash, bytes: &[u8]) -> Result<()> {
         let key = lineage_key(kind, name, version, root);
+        self.check_not_condemned(&key)?;
         self.backend.put_object(&key, bytes, PutKind::Create).map(|_| ())
     }
 
@@ -249,9 +265,10 @@ impl Store {
         self.backend.get_object(&lineage_key(kind, name, version, root))
     }
 
-    /// Create `refs/<kind>/<name>/<version>` naming `root`, never overwriting.
+    /// Create `refs/<kind>/<name>/<version>` naming `root`, never overwriting; under a lease,
+    /// only while the lease lasts (a ref created too late is deleted again and refused).
     pub fn create_ref(&self, kind: &str, name: &str, version: &str, root: RootHash) -> Result<RefOutcome> {
-        self.backend.create_ref(kind, name, version, root)
+        self.create_ref_leased(kind, name, version, root)
     }
 
     /// Delete a ref (only `rm` of a dataset calls this). A missing ref is not an error.

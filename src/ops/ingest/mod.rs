@@ -271,6 +271,7 @@ pub fn ingest(vault: &Vault, opts: &IngestOptions, progress: &dyn Progress) -> R
     };
     let _lock = vault.lock_writer()?;
     let catalog = vault.catalog()?;
+    let _lease = super::shared_gc::begin_write(vault, &catalog, &format!("ingest {}", opts.name))?;
     let dataset_id = begin(vault, &catalog, &opts.name, &opts.source.to_string_lossy())?;
     let result = store_pending(
         vault,
