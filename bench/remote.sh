@@ -2,8 +2,11 @@
 # Remote-store benchmark: ingest and mount-read throughput with the store in moto's S3 server
 # on loopback versus the local store, and the bytes fetched from the store to read 1% of the
 # dataset through a mount. Small scale by default; prints a markdown table.
+# With --gc: instead, gc of a bucket holding 50 datasets of which 25 are removed (two runs:
+# condemn, then delete), checking that the bytes freed equal exactly the bytes only the removed
+# datasets used, with each run's requests (from moto's log) and time.
 #
-# usage: bench/remote.sh [--scale F] [--seed N] [--workdir DIR] [--keep] [--no-build]
+# usage: bench/remote.sh [--gc] [--scale F] [--seed N] [--workdir DIR] [--keep] [--no-build]
 set -euo pipefail
 BENCH=remote.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -11,6 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 usage() {
     cat <<'EOF'
 usage: bench/remote.sh [options]
+  --gc           the gc benchmark (50 datasets, 25 removed) instead of ingest/read
   --scale F      dataset scale (1 = about 2 GB)                                   [0.1]
   --seed N       generator seed                                                   [1]
   --workdir DIR  data, vaults, mount points and logs          [/tmp/dsvault-bench-remote]
@@ -24,12 +28,14 @@ SEED=1
 WORKDIR=/tmp/dsvault-bench-remote
 KEEP=0
 BUILD=1
+GC=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --scale) SCALE=$2; shift 2 ;;
     --seed) SEED=$2; shift 2 ;;
     --workdir) WORKDIR=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --gc) GC=1; shift ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "remote.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -42,10 +48,100 @@ W=$(cd "$WORKDIR" && pwd)
 LOG=$W/logs
 mkdir -p "$LOG"
 
-need_root "drop_caches, mounts"
+[[ $GC == 1 ]] || need_root "drop_caches, mounts"
 [[ -x $MOTO ]] || die "$MOTO is missing; run scripts/test.sh, or: python3 -m venv .venv-moto && .venv-moto/bin/pip install 'moto[server]'"
 if [[ $BUILD == 1 ]]; then
     build_release "$LOG/build.log" || die "build failed, see $LOG/build.log"
+fi
+
+# --- gc of a shared bucket (--gc) ------------------------------------------------------------
+
+if [[ $GC == 1 ]]; then
+    rm -rf "$W/gc"
+    mkdir -p "$W/gc"
+    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$MOTO" -H 127.0.0.1 -p "$PORT" >"$LOG/moto-gc.log" 2>&1 &
+    MOTO_PID=$!
+    trap 'kill $MOTO_PID 2>/dev/null; wait $MOTO_PID 2>/dev/null; [[ $KEEP == 1 ]] || rm -rf "$W"' EXIT
+    export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+    for _ in $(seq 100); do curl -s -o /dev/null "$AWS_ENDPOINT_URL" && break; sleep 0.1; done
+    PY=$REPO/.venv-moto/bin/python
+    "$PY" -c "import boto3; boto3.client('s3', endpoint_url='$AWS_ENDPOINT_URL').create_bucket(Bucket='bench')"
+    # bucket_bytes PREFIX: total size of the objects under bench/gc/PREFIX
+    bucket_bytes() {
+        "$PY" -c "
+import boto3, sys
+s3 = boto3.client('s3', endpoint_url='$AWS_ENDPOINT_URL')
+n = 0
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket='bench', Prefix='gc/' + sys.argv[1]):
+    n += sum(o['Size'] for o in page.get('Contents', []))
+print(n)" "$1"
+    }
+    V=$W/gc/vault
+    "$DSVAULT" --vault "$V" --quiet init --store s3://bench/gc
+    sed -i 's/^target_size = .*/target_size = 1048576/' "$V/vault.toml"
+    log "gc: ingesting 50 datasets (each 2 MiB of its own data and a file all share)"
+    head -c $((512 << 10)) /dev/urandom >"$W/gc/shared.bin"
+    EXPECTED=0
+    for i in $(seq 1 50); do
+        src=$W/gc/src-$i
+        mkdir -p "$src"
+        cp "$W/gc/shared.bin" "$src/shared.bin"
+        head -c $((2 << 20)) /dev/urandom >"$src/own.bin"
+        before=$(bucket_bytes packs/)
+        "$DSVAULT" --vault "$V" --quiet ingest "$src" --name "d$i" --version 1
+        after=$(bucket_bytes packs/)
+        # Even datasets are removed: the packs each introduced (never the first, which holds
+        # the shared file) and its manifest are what only it used.
+        if ((i % 2 == 0)); then
+            root=$("$DSVAULT" --vault "$V" --json show "gold/d$i@1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["root"])')
+            EXPECTED=$((EXPECTED + after - before + $(bucket_bytes "manifests/$root.json")))
+        fi
+    done
+    for i in $(seq 2 2 50); do
+        "$DSVAULT" --vault "$V" --quiet rm "gold/d$i@1" --force-gold --yes-i-mean-it "gold/d$i@1"
+    done
+    TOTAL=$(bucket_bytes "")
+    # gc_run N: one timed gc run; its --json report in $LOG/gc-N.json, its requests counted in
+    # moto's log
+    gc_run() {
+        local t0 l0
+        l0=$(grep -c '" [0-9][0-9][0-9] ' "$LOG/moto-gc.log" || true)
+        t0=$(now)
+        "$DSVAULT" --vault "$V" --json gc --grace-minutes 0 >"$LOG/gc-$1.json"
+        GC_SECS[$1]=$(secs "$t0" "$(now)")
+        GC_REQS[$1]=$(($(grep -c '" [0-9][0-9][0-9] ' "$LOG/moto-gc.log") - l0))
+        GC_KINDS[$1]=$(tail -n +$((l0 + 1)) "$LOG/moto-gc.log" | grep -o '"[A-Z]* ' | sort | uniq -c | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }' | tr -d '"')
+    }
+    now() { date +%s.%N; }
+    secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+    declare -A GC_SECS GC_REQS GC_KINDS
+    log "gc: first run (condemns)"
+    gc_run 1
+    sleep 2.2
+    log "gc: second run (deletes)"
+    gc_run 2
+    field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+    FREED=$(field "$LOG/gc-2.json" bytes_freed)
+    CONDEMNED=$(field "$LOG/gc-1.json" bytes_condemned)
+    LEFT=$(bucket_bytes "")
+    "$DSVAULT" --vault "$V" --quiet sync --prune
+    "$DSVAULT" --vault "$V" --quiet verify --read-data
+    echo
+    echo "gc of a bucket with 50 datasets (2.5 MiB each, 0.5 MiB of it shared by all; 1 MiB packs), 25 removed; moto on 127.0.0.1; $(basename "$DSVAULT") release build."
+    echo
+    echo "| run | time | requests | bytes |"
+    echo "| --- | --- | --- | --- |"
+    echo "| 1: condemn | ${GC_SECS[1]} s | ${GC_REQS[1]} (${GC_KINDS[1]}) | $CONDEMNED condemned |"
+    echo "| 2: delete | ${GC_SECS[2]} s | ${GC_REQS[2]} (${GC_KINDS[2]}) | $FREED freed |"
+    echo
+    echo "Bucket before: $TOTAL bytes; after: $LEFT bytes. Bytes only the 25 removed datasets used (the packs each introduced, and its manifest): $EXPECTED."
+    if [[ $FREED != "$EXPECTED" || $CONDEMNED != "$EXPECTED" ]]; then
+        echo "remote.sh: gc freed $FREED and condemned $CONDEMNED bytes, expected exactly $EXPECTED" >&2
+        exit 1
+    fi
+    echo "Freed = expected, exactly; the kept datasets pass verify --read-data."
+    exit 0
 fi
 
 # --- data ------------------------------------------------------------------------------------

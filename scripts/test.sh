@@ -11,6 +11,8 @@ command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 # Real tools the workspace overlay tests run through a mount.
 command -v rsync >/dev/null || need_apt+=(rsync)
 command -v python3 >/dev/null || need_apt+=(python3)
+# The shared-bucket gc test runs a writer with its clock a day off (tests/shared_gc.rs).
+command -v faketime >/dev/null || need_apt+=(faketime)
 if ((${#need_apt[@]})); then
     if [[ $(id -u) == 0 ]]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

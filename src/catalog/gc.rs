@@ -99,17 +99,37 @@ impl Catalog {
     ) -> Result<()> {
         self.transaction(|c| {
             if let Some((id, size, entries)) = new_pack {
-                c.insert_pack(id, size, entries)?;
-                let mut update = c.conn().prepare_cached(
-                    "UPDATE chunks SET pack_id = (SELECT id FROM packs WHERE hash = ?1), offset = ?2, stored_len = ?3, raw_len = ?4, codec = ?5
-                     WHERE hash = ?6",
-                )?;
-                for e in entries {
-                    update.execute(params![id.as_bytes(), e.offset as i64, e.stored_len, e.raw_len, e.codec as u8, e.chunk.as_bytes()])?;
-                }
+                c.point_chunks_at(id, size, entries)?;
             }
             c.retire_pack(old_pack)
         })
+    }
+
+    /// Record pack `pack` (durable in the store) and point every chunk it holds at it, in one
+    /// transaction: a shared store's writer moves chunks off a pack a gc condemned onto another
+    /// copy before forgetting that pack.
+    pub fn relocate_chunks(&self, pack: PackId, size: u64, entries: &[IndexEntry]) -> Result<()> {
+        self.transaction(|c| c.point_chunks_at(pack, size, entries))
+    }
+
+    /// Record `pack` and point the chunks of `entries` at it (inside a transaction).
+    fn point_chunks_at(&self, pack: PackId, size: u64, entries: &[IndexEntry]) -> Result<()> {
+        self.insert_pack(pack, size, entries)?;
+        let mut update = self.conn().prepare_cached(
+            "UPDATE chunks SET pack_id = (SELECT id FROM packs WHERE hash = ?1), offset = ?2, stored_len = ?3, raw_len = ?4, codec = ?5
+             WHERE hash = ?6",
+        )?;
+        for e in entries {
+            update.execute(params![
+                pack.as_bytes(),
+                e.offset as i64,
+                e.stored_len,
+                e.raw_len,
+                e.codec as u8,
+                e.chunk.as_bytes()
+            ])?;
+        }
+        Ok(())
     }
 
     /// Delete a pack's (dead) chunk rows and the pack row; remember it as retired. The

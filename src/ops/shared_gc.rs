@@ -67,19 +67,58 @@ pub struct SharedGcReport {
 pub fn begin_write<'v>(vault: &'v Vault, catalog: &Catalog, purpose: &str) -> Result<LeaseGuard<'v>> {
     let store = vault.store();
     let ttl = vault.config().remote.lease_ttl_secs;
-    let (guard, condemned) = store.begin_lease(purpose, ttl)?;
+    let (guard, lists) = store.begin_lease(purpose, ttl)?;
     if !store.is_shared() {
         return Ok(guard);
     }
+    let condemned: HashMap<String, &str> = lists
+        .iter()
+        .flat_map(|c| c.objects.iter().map(move |o| (o.key.clone(), c.key.as_str())))
+        .collect();
     let listed: HashSet<PackId> = store.list_packs()?.into_iter().map(|(id, _)| id).collect();
     let mut avoid: Vec<PackId> = Vec::new();
     for (id, _) in catalog.packs()? {
-        if !listed.contains(&id) || condemned.contains(&pack_key(id)) {
+        if !listed.contains(&id) || condemned.contains_key(&pack_key(id)) {
             avoid.push(id);
         }
     }
-    forget_packs(vault, catalog, &avoid)?;
+    let stuck = forget_packs(vault, catalog, &avoid, true)?;
+    if let Some(p) = stuck.iter().find(|p| !listed.contains(p)) {
+        return Err(Error::SharedStore(format!(
+            "pack {p} was deleted from {} by a gc, but a dataset of this catalog still uses chunks that no other pack holds; run `dsvault sync --prune` (and `dsvault verify`) to see which, then run this again",
+            store.describe()
+        )));
+    }
+    spare(vault, catalog, &stuck, &condemned)?;
     Ok(guard)
+}
+
+/// Packs a gc condemned that datasets here still need (published after the condemnation by a
+/// writer that started before it): note them as spared in the store first, then check again
+/// that the refs of the datasets using them exist (so a gc that missed the note saw the refs),
+/// and only then rely on them.
+fn spare(vault: &Vault, catalog: &Catalog, stuck: &[PackId], condemned: &HashMap<String, &str>) -> Result<()> {
+    if stuck.is_empty() {
+        return Ok(());
+    }
+    let mut by_list: HashMap<&str, Vec<String>> = HashMap::new();
+    for p in stuck {
+        let key = pack_key(*p);
+        if let Some(list) = condemned.get(&key) {
+            by_list.entry(list).or_default().push(key);
+        }
+    }
+    for (list, keys) in by_list {
+        vault.store().write_spared(list, keys)?;
+    }
+    crate::crashpoint::hit("lease-after-spare");
+    super::sync::prune_gone(vault, catalog)?;
+    catalog.delete_dead_contents()?;
+    for p in stuck {
+        // Not needed after all once a dataset whose ref is gone was dropped: forget it.
+        let _ = catalog.move_chunks_and_retire(*p, None);
+    }
+    Ok(())
 }
 
 /// The file in a workspace's folder that holds the key of its pin in the store.
@@ -136,21 +175,21 @@ pub(crate) fn pinned_by(store: &Store, root: RootHash) -> Result<Vec<String>> {
 /// line for each dataset here that can no longer be read because it used one.
 pub(crate) fn forget_deleted_packs(vault: &Vault, catalog: &Catalog) -> Result<(u64, Vec<String>)> {
     let listed: HashSet<PackId> = vault.store().list_packs()?.into_iter().map(|(id, _)| id).collect();
-    let mut forgotten = 0;
-    let mut problems = Vec::new();
-    for (id, _) in catalog.packs()? {
-        if listed.contains(&id) {
-            continue;
-        }
-        match catalog.delete_dead_contents().and_then(|_| catalog.move_chunks_and_retire(id, None)) {
-            Ok(()) => forgotten += 1,
-            Err(_) => problems.push(format!(
-                "pack {id} was deleted from {} (by a gc) but a dataset here still uses it; `dsvault sync --prune` drops datasets removed elsewhere, `dsvault verify` names the damaged ones",
-                vault.store().describe()
-            )),
-        }
-    }
-    Ok((forgotten, problems))
+    let gone: Vec<PackId> = catalog
+        .packs()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !listed.contains(id))
+        .collect();
+    let stuck = forget_packs(vault, catalog, &gone, false)?;
+    let problems = stuck
+        .iter()
+        .map(|id| format!(
+            "pack {id} was deleted from {} (by a gc) but a dataset here still uses it; `dsvault sync --prune` drops datasets removed elsewhere, `dsvault verify` names the damaged ones",
+            vault.store().describe()
+        ))
+        .collect();
+    Ok(((gone.len() - stuck.len()) as u64, problems))
 }
 
 /// `sync`: packs this catalog retired because a gc had condemned them, which the store still
@@ -176,34 +215,62 @@ pub(crate) fn unretire_spared(vault: &Vault, catalog: &Catalog) -> Result<()> {
     Ok(())
 }
 
-/// Drop packs from this catalog (they are gone or condemned in the store). Datasets whose
-/// ref the store no longer has are dropped first (as `sync --prune` would).
-fn forget_packs(vault: &Vault, catalog: &Catalog, packs: &[PackId]) -> Result<()> {
-    if packs.is_empty() {
-        return Ok(());
-    }
-    let mut pruned = false;
+/// Drop packs from this catalog (they are gone or condemned in the store). With `prune`,
+/// datasets whose ref the store no longer has are dropped first (as `sync --prune` would);
+/// chunks a dataset here still uses are moved to another copy in a pack the store keeps.
+/// Returns the packs that could not be forgotten (a dataset here needs a chunk only they hold).
+fn forget_packs(vault: &Vault, catalog: &Catalog, packs: &[PackId], prune: bool) -> Result<Vec<PackId>> {
+    let mut pruned = !prune;
+    let mut copies: Option<Vec<(PackId, u64, Vec<crate::pack::IndexEntry>)>> = None;
+    let mut stuck = Vec::new();
     for &p in packs {
         if catalog.move_chunks_and_retire(p, None).is_ok() {
             continue;
         }
         if !pruned {
             super::sync::prune_gone(vault, catalog)?;
-            catalog.delete_dead_contents()?;
             pruned = true;
         }
-        catalog.move_chunks_and_retire(p, None).map_err(|_| {
-            Error::SharedStore(format!(
-                "pack {p} is condemned or deleted by a gc of {}, but a dataset of this catalog still uses it; run `dsvault sync --prune` (or `dsvault verify`) to see which, then run this again",
-                vault.store().describe()
-            ))
-        })?;
+        catalog.delete_dead_contents()?;
+        if catalog.move_chunks_and_retire(p, None).is_ok() {
+            continue;
+        }
+        let needed: HashSet<ChunkId> = catalog.live_chunks_in_pack(p)?.into_iter().map(|e| e.chunk).collect();
+        let copies = match &mut copies {
+            Some(c) => c,
+            None => copies.insert(other_copies(vault.store(), packs)?),
+        };
+        for (q, size, entries) in copies.iter() {
+            if entries.iter().any(|e| needed.contains(&e.chunk)) {
+                catalog.relocate_chunks(*q, *size, entries)?;
+            }
+        }
+        if catalog.move_chunks_and_retire(p, None).is_err() {
+            stuck.push(p);
+        }
     }
-    Ok(())
+    Ok(stuck)
+}
+
+/// The indexes of every pack in the store except `avoid` (for moving chunks off those).
+fn other_copies(store: &Store, avoid: &[PackId]) -> Result<Vec<(PackId, u64, Vec<crate::pack::IndexEntry>)>> {
+    let others: Vec<(PackId, u64)> = store
+        .list_packs()?
+        .into_iter()
+        .filter(|(id, _)| !avoid.contains(id))
+        .collect();
+    let mut out = Vec::new();
+    for ((id, size), index) in others.iter().zip(store.read_pack_indexes(&others)) {
+        out.push((*id, *size, index?));
+    }
+    Ok(out)
 }
 
 /// Everything a run needs to know, read after the store clock.
 struct View {
+    /// Keys writers noted as live again, by condemned list, and the notes' own keys.
+    spared: HashMap<String, HashSet<String>>,
+    spared_notes: HashMap<String, Vec<String>>,
     leases: Vec<ObjectInfo>,
     live_roots: HashMap<RootHash, String>,
     live_lineage: HashSet<String>,
@@ -220,6 +287,14 @@ fn read_view(store: &Store) -> Result<View> {
     let refs = store.list_refs()?;
     let pins = store.pins()?;
     crate::crashpoint::hit("gc-after-refs");
+    // After the refs: a writer notes a pack as spared before it checks the ref that makes the
+    // pack live, so a note this listing misses belongs to a ref the listing above saw.
+    let mut spared: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut spared_notes: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, note) in store.spared()? {
+        spared.entry(note.list.clone()).or_default().extend(note.keys);
+        spared_notes.entry(note.list).or_default().push(key);
+    }
     let mut live_roots = HashMap::new();
     let mut live_lineage = HashSet::new();
     for r in &refs {
@@ -239,6 +314,8 @@ fn read_view(store: &Store) -> Result<View> {
     }
     let backend = store.backend();
     Ok(View {
+        spared,
+        spared_notes,
         leases,
         live_roots,
         live_lineage,
@@ -337,10 +414,7 @@ fn dead_objects(view: &View, live_packs: &HashSet<String>) -> HashMap<String, (u
 pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<SharedGcReport> {
     let started = Instant::now();
     let store = vault.store();
-    let ttl = vault.config().remote.lease_ttl_secs as i64;
-    if !opts.dry_run {
-        store.mark_protocol()?;
-    }
+    let ttl = store.protocol(vault.config().remote.lease_ttl_secs)?;
     let now = store.server_time()?;
     crate::crashpoint::hit("gc-after-clock");
     let view = read_view(store)?;
@@ -374,7 +448,18 @@ pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<SharedGcReport> {
             still_condemned.extend(list.objects.iter().map(|o| o.key.clone()));
             continue;
         }
-        delete_list(store, list, &dead, opts.dry_run, &mut r)?;
+        delete_list(store, list, &view, &dead, opts.dry_run, &mut r)?;
+    }
+    // Notes whose list is gone (deleted by another run) protect nothing any more.
+    if !opts.dry_run {
+        let lists: HashSet<&str> = condemned.iter().map(|c| c.key.as_str()).collect();
+        for (list, notes) in &view.spared_notes {
+            if !lists.contains(list.as_str()) {
+                for n in notes {
+                    store.backend().delete_object(n)?;
+                }
+            }
+        }
     }
     let grace = opts.grace.as_secs() as i64;
     let mut fresh: Vec<CondemnedObject> = Vec::new();
@@ -424,12 +509,14 @@ pub fn gc(vault: &Vault, opts: &GcOptions) -> Result<SharedGcReport> {
 fn delete_list(
     store: &Store,
     list: &crate::store::shared::CondemnedList,
+    view: &View,
     dead: &HashMap<String, (u64, i64, String)>,
     dry_run: bool,
     r: &mut SharedGcReport,
 ) -> Result<()> {
     for o in &list.objects {
-        let Some((size, _, why)) = dead.get(&o.key) else {
+        let noted = view.spared.get(&list.key).is_some_and(|k| k.contains(&o.key));
+        let Some((size, _, why)) = dead.get(&o.key).filter(|_| !noted) else {
             // Live again, or already gone (another gc deleted it).
             r.spared += 1;
             continue;
@@ -447,6 +534,9 @@ fn delete_list(
     }
     if !dry_run {
         store.backend().delete_object(&list.key)?;
+        for n in view.spared_notes.get(&list.key).into_iter().flatten() {
+            store.backend().delete_object(n)?;
+        }
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub const MARGIN_SECS: i64 = 2;
 pub const LEASES: &str = "leases";
 pub const CONDEMNED: &str = "gc/condemned";
 pub const PINS: &str = "pins";
+pub const SPARED: &str = "gc/spared";
 const MARKER: &str = "dsvault-store.json";
 
 /// What a lease says (for people looking at the bucket; gc reads only its time).
@@ -54,6 +55,15 @@ pub struct CondemnedList {
     pub key: String,
     pub time: i64,
     pub objects: Vec<CondemnedObject>,
+}
+
+/// A writer's note that objects of a condemned list are live again (a dataset whose ref it
+/// checked after writing this note uses them): gc deletes none of them with that list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SparedBody {
+    /// The key of the condemned list.
+    pub list: String,
+    pub keys: Vec<String>,
 }
 
 /// A pin: the roots a workspace needs.
@@ -111,48 +121,45 @@ impl Store {
         self.reads_are_requests()
     }
 
-    /// Refuse to write into a store marked with a protocol newer than this build's.
-    fn check_protocol(&self) -> Result<()> {
-        let Some(bytes) = self.backend.get_object(MARKER)? else {
-            return Ok(());
-        };
-        let found = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["protocol"].as_u64())
-            .unwrap_or(u64::MAX);
+    /// The store's protocol marker, created (create-only: the first writer or gc wins) with
+    /// `lease_ttl_secs` when missing. Returns the lease TTL every machine uses on this store,
+    /// and refuses a store marked with a protocol newer than this build's.
+    pub fn protocol(&self, lease_ttl_secs: u64) -> Result<i64> {
+        let body = format!("{{\"protocol\": {PROTOCOL}, \"lease_ttl_secs\": {lease_ttl_secs}}}\n");
+        self.backend.put_object(MARKER, body.as_bytes(), PutKind::Create)?;
+        let bytes = self.backend.get_object(MARKER)?.unwrap_or_default();
+        let marker: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let found = marker["protocol"].as_u64().unwrap_or(u64::MAX);
         if found > PROTOCOL as u64 {
             return Err(Error::SharedStore(format!(
                 "store {} speaks protocol {found}, this dsvault only {PROTOCOL}; upgrade dsvault before writing to it",
                 self.describe()
             )));
         }
-        Ok(())
-    }
-
-    /// Mark the store with this protocol (gc does, before its first condemnation).
-    pub fn mark_protocol(&self) -> Result<()> {
-        self.check_protocol()?;
-        let body = format!("{{\"protocol\": {PROTOCOL}}}\n");
-        self.backend
-            .put_object(MARKER, body.as_bytes(), PutKind::Create)
-            .map(|_| ())
+        marker["lease_ttl_secs"].as_u64().map(|t| t as i64).ok_or_else(|| {
+            Error::SharedStore(format!(
+                "{}/{MARKER} is damaged (no lease_ttl_secs): {}",
+                self.describe(),
+                String::from_utf8_lossy(&bytes)
+            ))
+        })
     }
 
     /// Start writing on a shared store: write a lease, then read every condemned list, whose
-    /// keys this process must not rely on until the lease is dropped. Returns the guard and
+    /// keys this process must not rely on until the lease is dropped. `ttl_secs` is this
+    /// vault's setting, used only if the store has no protocol marker yet. Returns the guard and
     /// the condemned keys. A store that is not shared gets a guard that does nothing.
-    pub fn begin_lease(&self, purpose: &str, ttl_secs: u64) -> Result<(LeaseGuard<'_>, HashSet<String>)> {
+    pub fn begin_lease(&self, purpose: &str, ttl_secs: u64) -> Result<(LeaseGuard<'_>, Vec<CondemnedList>)> {
         if !self.is_shared() || self.lease.lock().expect("lease lock").is_some() {
-            let avoid = self.lease.lock().expect("lease lock").as_ref().map(|l| l.avoid.clone());
             return Ok((
                 LeaseGuard {
                     store: self,
                     owned: false,
                 },
-                avoid.unwrap_or_default(),
+                Vec::new(),
             ));
         }
-        self.check_protocol()?;
+        let ttl = self.protocol(ttl_secs)?;
         let key = format!("{LEASES}/{}.json", nonce());
         let body = to_json(&LeaseBody {
             purpose: purpose.to_string(),
@@ -166,19 +173,14 @@ impl Store {
         };
         let time = self.object_time(&key)?;
         crate::crashpoint::hit("lease-after-write");
-        let avoid: HashSet<String> = self
-            .condemned_lists()?
-            .into_iter()
-            .flat_map(|c| c.objects.into_iter().map(|o| o.key))
+        let lists = self.condemned_lists()?;
+        let avoid: HashSet<String> = lists
+            .iter()
+            .flat_map(|c| c.objects.iter().map(|o| o.key.clone()))
             .collect();
-        *self.lease.lock().expect("lease lock") = Some(ActiveLease {
-            key,
-            time,
-            ttl: ttl_secs as i64,
-            avoid: avoid.clone(),
-        });
+        *self.lease.lock().expect("lease lock") = Some(ActiveLease { key, time, ttl, avoid });
         crate::crashpoint::hit("lease-after-check");
-        Ok((guard, avoid))
+        Ok((guard, lists))
     }
 
     /// The store time of an object just written.
@@ -274,6 +276,36 @@ impl Store {
         });
         self.backend.put_object(&key, &body, PutKind::Create)?;
         Ok(key)
+    }
+
+    /// Note that `keys` of condemned list `list` are live again (before checking the refs that
+    /// make them live), and stop avoiding them.
+    pub fn write_spared(&self, list: &str, keys: Vec<String>) -> Result<()> {
+        let key = format!("{SPARED}/{}.json", nonce());
+        if let Some(l) = self.lease.lock().expect("lease lock").as_mut() {
+            for k in &keys {
+                l.avoid.remove(k);
+            }
+        }
+        let body = to_json(&SparedBody {
+            list: list.to_string(),
+            keys,
+        });
+        self.backend.put_object(&key, &body, PutKind::Create).map(|_| ())
+    }
+
+    /// Every spared note, with its key.
+    pub fn spared(&self) -> Result<Vec<(String, SparedBody)>> {
+        let mut out = Vec::new();
+        for info in self.backend.list_objects(SPARED)? {
+            let Some(bytes) = self.backend.get_object(&info.key)? else {
+                continue;
+            };
+            let body: SparedBody = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::SharedStore(format!("{}/{} is damaged: {e}", self.describe(), info.key)))?;
+            out.push((info.key, body));
+        }
+        Ok(out)
     }
 
     /// Every lease in the store.

@@ -22,6 +22,11 @@ pub enum Fault {
     /// Forward every request with its `If-None-Match` header removed: a server that ignores
     /// create-only PUTs and silently overwrites.
     IgnoreCreateOnly,
+    /// Answer listings (`GET ...?list-type=2`) with every entry whose key contains the
+    /// string left out: a listing that silently omits keys.
+    OmitFromListings(&'static str),
+    /// Answer listings `500 InternalError`: a listing that fails.
+    FailListings,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -87,18 +92,27 @@ fn serve(client: TcpStream, upstream_port: u16, fault: Fault, injected: &AtomicU
         match fault {
             Fault::FailPackPuts if is_pack_put => {
                 injected.fetch_add(1, Ordering::SeqCst);
-                let msg = "<?xml version=\"1.0\"?><Error><Code>InternalError</Code><Message>injected by the test proxy</Message></Error>";
-                write!(
-                    to_client,
-                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{msg}",
-                    msg.len()
-                )?;
+                answer_500(&mut to_client)?;
             }
             Fault::ShortenPackPuts(n) if is_pack_put && body.len() > n => {
                 injected.fetch_add(1, Ordering::SeqCst);
                 let short = &body[..body.len() - n];
                 upstream.write_all(with_content_length(&head, short.len()).as_bytes())?;
                 upstream.write_all(short)?;
+            }
+            Fault::FailListings if is_listing(&request_line) => {
+                injected.fetch_add(1, Ordering::SeqCst);
+                answer_500(&mut to_client)?;
+            }
+            Fault::OmitFromListings(needle) if is_listing(&request_line) => {
+                let (resp_head, body) = forward_alone(upstream_port, &head, &body)?;
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let kept = omit_entries(&text, needle);
+                if kept.len() != text.len() {
+                    injected.fetch_add(1, Ordering::SeqCst);
+                }
+                to_client.write_all(with_content_length(&resp_head, kept.len()).as_bytes())?;
+                to_client.write_all(kept.as_bytes())?;
             }
             Fault::IgnoreCreateOnly if header(&head, "if-none-match").is_some() => {
                 injected.fetch_add(1, Ordering::SeqCst);
@@ -118,6 +132,68 @@ fn serve(client: TcpStream, upstream_port: u16, fault: Fault, injected: &AtomicU
     let _ = upstream.shutdown(Shutdown::Write);
     let _ = pipe.join();
     Ok(())
+}
+
+/// Answer `500 InternalError` without forwarding.
+fn answer_500(to_client: &mut TcpStream) -> std::io::Result<()> {
+    let msg =
+        "<?xml version=\"1.0\"?><Error><Code>InternalError</Code><Message>injected by the test proxy</Message></Error>";
+    write!(
+        to_client,
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{msg}",
+        msg.len()
+    )
+}
+
+fn is_listing(request_line: &str) -> bool {
+    request_line.starts_with("GET ") && request_line.contains("list-type=2")
+}
+
+/// Send one request on a connection of its own and read the whole response (head, body).
+fn forward_alone(upstream_port: u16, head: &str, body: &[u8]) -> std::io::Result<(String, Vec<u8>)> {
+    let mut up = TcpStream::connect(("127.0.0.1", upstream_port))?;
+    up.write_all(head.as_bytes())?;
+    up.write_all(body)?;
+    let mut reader = BufReader::new(up);
+    let mut resp_head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        resp_head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let len = header(&resp_head, "content-length").map_or(0, |v| v.parse().unwrap());
+    let mut resp_body = vec![0; len];
+    reader.read_exact(&mut resp_body)?;
+    Ok((resp_head, resp_body))
+}
+
+/// An S3 listing without the `<Contents>` entries whose key contains `needle`.
+fn omit_entries(xml: &str, needle: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find("<Contents>") {
+        let end = rest[start..]
+            .find("</Contents>")
+            .map_or(rest.len(), |e| start + e + "</Contents>".len());
+        out.push_str(&rest[..start]);
+        let entry = &rest[start..end];
+        let key = entry
+            .split("<Key>")
+            .nth(1)
+            .and_then(|k| k.split("</Key>").next())
+            .unwrap_or_default();
+        if !key.contains(needle) {
+            out.push_str(entry);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The next request's head (through the blank line) and body, or `None` at end of stream.
