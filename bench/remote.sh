@@ -15,6 +15,7 @@ usage() {
     cat <<'EOF'
 usage: bench/remote.sh [options]
   --gc           the gc benchmark (50 datasets, 25 removed) instead of ingest/read
+  --bin PATH     the dsvault binary to use (with --gc; implies --no-build)
   --scale F      dataset scale (1 = about 2 GB)                                   [0.1]
   --seed N       generator seed                                                   [1]
   --workdir DIR  data, vaults, mount points and logs          [/tmp/dsvault-bench-remote]
@@ -29,6 +30,7 @@ WORKDIR=/tmp/dsvault-bench-remote
 KEEP=0
 BUILD=1
 GC=0
+BIN=
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --scale) SCALE=$2; shift 2 ;;
@@ -36,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     --workdir) WORKDIR=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --gc) GC=1; shift ;;
+    --bin) BIN=$2; BUILD=0; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "remote.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -53,6 +56,8 @@ mkdir -p "$LOG"
 if [[ $BUILD == 1 ]]; then
     build_release "$LOG/build.log" || die "build failed, see $LOG/build.log"
 fi
+# lib.sh names the release binaries; --bin overrides dsvault.
+DSVAULT=${BIN:-$DSVAULT}
 
 # --- gc of a shared bucket (--gc) ------------------------------------------------------------
 
@@ -128,7 +133,7 @@ print(n)" "$1"
     "$DSVAULT" --vault "$V" --quiet sync --prune
     "$DSVAULT" --vault "$V" --quiet verify --read-data
     echo
-    echo "gc of a bucket with 50 datasets (2.5 MiB each, 0.5 MiB of it shared by all; 1 MiB packs), 25 removed; moto on 127.0.0.1; $(basename "$DSVAULT") release build."
+    echo "gc of a bucket with 50 datasets (2.5 MiB each, 0.5 MiB of it shared by all; 1 MiB packs), 25 removed; moto on 127.0.0.1; binary $DSVAULT."
     echo
     echo "| run | time | requests | bytes |"
     echo "| --- | --- | --- | --- |"
