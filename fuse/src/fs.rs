@@ -146,26 +146,21 @@ impl<V: WritableView> ViewFs<V> {
     }
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
-        let kind = match a.kind {
-            NodeKind::Dir => FileType::Directory,
-            NodeKind::File => FileType::RegularFile,
-            NodeKind::Symlink => FileType::Symlink,
-        };
         FileAttr {
             ino: INodeNo(a.ino),
             size: a.size,
             blocks: a.size.div_ceil(512),
-            atime: a.mtime,
+            atime: a.local.map_or(a.mtime, |l| l.atime),
             mtime: a.mtime,
-            ctime: a.mtime,
+            ctime: a.local.map_or(a.mtime, |l| l.ctime),
             crtime: a.mtime,
-            kind,
+            kind: file_type(a.kind),
             perm: a.perm,
-            // 1 for folders too: tells `find` not to count subfolders by link count.
-            nlink: 1,
+            // Dataset folders say 1: tells `find` not to count subfolders by link count.
+            nlink: a.local.map_or(1, |l| l.nlink),
             uid: a.owner.map_or(self.uid, |o| o.0),
             gid: a.owner.map_or(self.gid, |o| o.1),
-            rdev: 0,
+            rdev: a.local.map_or(0, |l| l.rdev),
             blksize: BLKSIZE,
             flags: 0,
         }
@@ -202,6 +197,18 @@ impl<V: WritableView> ViewFs<V> {
         } else {
             read_only()
         }
+    }
+}
+
+fn file_type(kind: NodeKind) -> FileType {
+    match kind {
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::BlockDevice => FileType::BlockDevice,
+        NodeKind::CharDevice => FileType::CharDevice,
     }
 }
 
@@ -388,12 +395,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
                 Err(e) => return reply.error(errno(&e)),
             };
             for e in entries {
-                let kind = match e.kind {
-                    NodeKind::Dir => FileType::Directory,
-                    NodeKind::File => FileType::RegularFile,
-                    NodeKind::Symlink => FileType::Symlink,
-                };
-                if reply.add(INodeNo(e.ino), e.offset, kind, OsStr::from_bytes(&e.name)) {
+                if reply.add(INodeNo(e.ino), e.offset, file_type(e.kind), OsStr::from_bytes(&e.name)) {
                     break;
                 }
             }
@@ -534,9 +536,24 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         });
     }
 
-    fn mknod(&self, _req: &Request, parent: INodeNo, _n: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         self.guarded("mknod", || {
-            reply.error(self.unsupported(parent.0));
+            if self.read_only {
+                return reply.error(read_only());
+            }
+            let made = self
+                .view
+                .mknod(parent.0, name.as_bytes(), mode, rdev.into(), caller(req));
+            self.reply_entry(made, reply)
         });
     }
 

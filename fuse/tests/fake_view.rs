@@ -38,6 +38,7 @@ fn attr(ino: u64) -> VfsResult<Attr> {
         mtime: SystemTime::UNIX_EPOCH,
         immutable: true,
         owner: None,
+        local: None,
     })
 }
 

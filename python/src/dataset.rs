@@ -365,6 +365,8 @@ fn info_dict<'py>(py: Python<'py>, info: &PathInfo) -> PyResult<Bound<'py, PyDic
         NodeKind::File => "file",
         NodeKind::Dir => "directory",
         NodeKind::Symlink => "link",
+        // Datasets hold none (only workspaces have FIFOs, sockets and devices).
+        NodeKind::Fifo | NodeKind::Socket | NodeKind::BlockDevice | NodeKind::CharDevice => "other",
     };
     d.set_item("name", os(info.path.as_bytes()))?;
     d.set_item("type", kind)?;
@@ -394,7 +396,7 @@ fn walk_files(reader: &DatasetReader, prefix: &DatasetPath) -> Result<Vec<Vec<u8
             match e.kind {
                 NodeKind::File => out.push(e.path.as_bytes().to_vec()),
                 NodeKind::Dir => todo.push(e.path),
-                NodeKind::Symlink => {}
+                _ => {}
             }
         }
     }

@@ -107,6 +107,7 @@ pub(super) fn dot_attr(ino: u64, shared: &Shared) -> Attr {
         mtime: shared.started,
         immutable: false,
         owner: None,
+        local: None,
     }
 }
 

@@ -42,7 +42,8 @@ pub mod work;
 pub use cache::ChunkCache;
 pub use reader::{DatasetPath, DatasetReader, InvalidPath, PathInfo};
 pub use view::{
-    Attr, Caller, DirEntry, NodeKind, ReadOnlyView, SetAttr, SetTime, StatFs, VfsError, VfsResult, WritableView,
+    Attr, Caller, DirEntry, LocalStat, NodeKind, ReadOnlyView, SetAttr, SetTime, StatFs, VfsError, VfsResult,
+    WritableView,
 };
 
 use std::path::Path;
@@ -496,6 +497,13 @@ impl WritableView for Vfs {
             return Err(VfsError::ReadOnly);
         }
         self.shared.work.mkdir(&self.shared, parent, name, mode, caller)
+    }
+
+    fn mknod(&self, parent: u64, name: &[u8], mode: u32, rdev: u64, caller: Caller) -> VfsResult<Attr> {
+        if !self.work(parent) {
+            return Err(VfsError::ReadOnly);
+        }
+        self.shared.work.mknod(&self.shared, parent, name, mode, rdev, caller)
     }
 
     fn symlink(&self, parent: u64, name: &[u8], target: &Path, caller: Caller) -> VfsResult<Attr> {

@@ -254,6 +254,7 @@ impl Shared {
             mtime,
             immutable,
             owner: None,
+            local: None,
         };
         Ok(match node {
             Node::VaultRoot | Node::KindDir(_) | Node::Work | Node::NameDir { .. } => dir(self.started, false),
@@ -286,6 +287,7 @@ pub(crate) fn entry_attr(entry: &Entry) -> Attr {
         mtime: ns_to_time(entry.mtime_ns),
         immutable: true,
         owner: None,
+        local: None,
     }
 }
 

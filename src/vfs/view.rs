@@ -125,6 +125,11 @@ pub enum NodeKind {
     Dir,
     File,
     Symlink,
+    /// FIFOs, sockets and device nodes exist only in workspaces (mknod).
+    Fifo,
+    Socket,
+    BlockDevice,
+    CharDevice,
 }
 
 /// A node's attributes.
@@ -146,6 +151,19 @@ pub struct Attr {
     /// (`default_permissions`): an upper-layer file's own, the workspace owner's for
     /// untouched base entries under `work/NAME/`; `None`: the user who mounted.
     pub owner: Option<(u32, u32)>,
+    /// What a local file system says of an upper-layer entry (link count, access and change
+    /// times, device number); `None` for dataset nodes: one link, every time = `mtime`.
+    pub local: Option<LocalStat>,
+}
+
+/// The `stat` fields of an upper-layer entry that dataset nodes do not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalStat {
+    pub nlink: u32,
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
+    /// Device number of a block or character device.
+    pub rdev: u32,
 }
 
 /// Who asks for a change (the FUSE request's user and group): a view run by root creates
@@ -311,6 +329,12 @@ pub trait WritableView: ReadOnlyView {
     }
     fn symlink(&self, parent: u64, name: &[u8], target: &Path, caller: Caller) -> VfsResult<Attr> {
         let _ = (parent, name, target, caller);
+        Err(VfsError::ReadOnly)
+    }
+    /// A FIFO, socket or device node; `mode` has the file type bits, `rdev` the device.
+    /// (`caller`: who owns it, when the view can give it away.)
+    fn mknod(&self, parent: u64, name: &[u8], mode: u32, rdev: u64, caller: Caller) -> VfsResult<Attr> {
+        let _ = (parent, name, mode, rdev, caller);
         Err(VfsError::ReadOnly)
     }
     fn unlink(&self, parent: u64, name: &[u8]) -> VfsResult<()> {

@@ -1,16 +1,16 @@
-//! Changes to a workspace's tree through the overlay: create, mkdir, symlink, unlink,
+//! Changes to a workspace's tree through the overlay: create, mkdir, mknod, symlink, link, unlink,
 //! rmdir, rename and attribute changes. Each runs under the workspace's lock, checks the
 //! merged view the way a local file system would (EEXIST, ENOENT, ENOTDIR, EISDIR,
 //! ENOTEMPTY), changes the upper layer, then records whiteouts for base entries that must
 //! stay hidden, and finally updates the inode table.
 
 use std::fs;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::layers::{Found, Ws};
-use super::{meta_attr, upper, Overlay};
+use super::{at, meta_attr, upper, Overlay};
 use crate::catalog::entries::{join_path, split_path};
 use crate::vfs::SetAttr;
 use crate::vfs::{Attr, Caller, Shared, VfsError, VfsResult, WORK_INO};
@@ -49,21 +49,19 @@ impl Overlay {
             return Err(VfsError::Exists);
         }
         upper::ensure_dir(shared, &ws, split_path(&path).0)?;
-        let acc = flags & libc::O_ACCMODE;
-        let file = fs::OpenOptions::new()
-            .read(acc != libc::O_WRONLY)
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o7777)
-            .open(ws.upper_path(&path))?;
-        upper::give_new(&ws.upper_path(&path), caller, |o| {
-            std::os::unix::fs::fchown(&file, o.0, o.1)
-        })?;
+        let acc = match flags & libc::O_ACCMODE {
+            libc::O_WRONLY => libc::O_WRONLY,
+            _ => libc::O_RDWR,
+        };
+        let file = ws
+            .root
+            .open_file(&path, acc | libc::O_CREAT | libc::O_EXCL, mode & 0o7777)?;
+        upper::give_new(&ws, &path, caller)?;
         // The mode again: open() applied this process's umask (the kernel applied the
         // caller's already), and a change of owner clears setuid and setgid bits.
         file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
-        let meta = file.metadata()?;
-        let ino = self.counted_ino(parent, name, &ws);
+        let meta = at::fstat(&file)?;
+        let ino = self.counted_ino(parent, name, &ws, &Found::Upper(meta));
         let fh = self.handles.add_file(file);
         Ok((meta_attr(ino, &meta), fh))
     }
@@ -75,12 +73,47 @@ impl Overlay {
             return Err(VfsError::Exists);
         }
         upper::ensure_dir(shared, &ws, split_path(&path).0)?;
-        let target = ws.upper_path(&path);
-        fs::create_dir(&target)?;
-        upper::give_new(&target, caller, |o| std::os::unix::fs::lchown(&target, o.0, o.1))?;
-        fs::set_permissions(&target, fs::Permissions::from_mode(mode & 0o7777))?;
+        ws.root.mkdir(&path, mode)?;
+        upper::give_new(&ws, &path, caller)?;
+        ws.root.chmod(&path, mode)?;
         // A base folder deleted before (whited out) stays hidden: the new folder is opaque.
-        self.entry_attr(parent, name, &ws, &target)
+        self.entry_attr(parent, name, &ws, &path)
+    }
+
+    /// A FIFO, socket, block or character device (`mode` with its file type bits), made
+    /// with mknod(2) in the upper layer. Datasets cannot hold these: `derive` refuses a
+    /// workspace that has one, unless told to leave them out.
+    pub fn mknod(
+        &self,
+        shared: &Shared,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> VfsResult<Attr> {
+        let kind = mode & libc::S_IFMT;
+        if ![
+            libc::S_IFIFO,
+            libc::S_IFSOCK,
+            libc::S_IFBLK,
+            libc::S_IFCHR,
+            libc::S_IFREG,
+        ]
+        .contains(&kind)
+        {
+            return Err(VfsError::InvalidArgument);
+        }
+        let (ws, path) = self.child_path(parent, name)?;
+        let _guard = ws.change()?;
+        if ws.resolve(shared, &path)?.is_some() {
+            return Err(VfsError::Exists);
+        }
+        upper::ensure_dir(shared, &ws, split_path(&path).0)?;
+        ws.root.mknod(&path, mode, rdev)?;
+        upper::give_new(&ws, &path, caller)?;
+        ws.root.chmod(&path, mode)?;
+        self.entry_attr(parent, name, &ws, &path)
     }
 
     pub fn symlink(&self, shared: &Shared, parent: u64, name: &[u8], target: &Path, caller: Caller) -> VfsResult<Attr> {
@@ -90,16 +123,14 @@ impl Overlay {
             return Err(VfsError::Exists);
         }
         upper::ensure_dir(shared, &ws, split_path(&path).0)?;
-        let link = ws.upper_path(&path);
-        std::os::unix::fs::symlink(target, &link)?;
-        upper::give_new(&link, caller, |o| std::os::unix::fs::lchown(&link, o.0, o.1))?;
-        self.entry_attr(parent, name, &ws, &link)
+        ws.root.symlink(target, &path)?;
+        upper::give_new(&ws, &path, caller)?;
+        self.entry_attr(parent, name, &ws, &path)
     }
 
-    /// A hard link `name` in `parent` to the file or symlink `ino` of the same workspace (a
-    /// base entry is copied up first). The names share the upper file; to the kernel each
-    /// name is its own inode (nodes are per path), so `st_ino` differs between them and
-    /// `st_nlink` says 1, and tools that look for hard links copy such files twice.
+    /// A hard link `name` in `parent` to the file `ino` of the same workspace (a base entry
+    /// is copied up first). The names share the upper file and are one node, so `st_ino`
+    /// and `st_nlink` are those of a local disk.
     pub fn link(&self, shared: &Shared, ino: u64, parent: u64, name: &[u8]) -> VfsResult<Attr> {
         let (from_ws, from) = self.path(ino)?;
         let (ws, path) = self.child_path(parent, name)?;
@@ -117,14 +148,24 @@ impl Overlay {
         }
         upper::copy_up_found(shared, &ws, &from, found, true)?;
         upper::ensure_dir(shared, &ws, split_path(&path).0)?;
-        let target = ws.upper_path(&path);
-        fs::hard_link(ws.upper_path(&from), &target)?;
-        self.entry_attr(parent, name, &ws, &target)
+        ws.root.link(&from, &path)?;
+        let meta = ws.root.lstat(&path)?;
+        self.nodes
+            .lock()
+            .expect("nodes lock")
+            .set_ident(ino, (meta.dev, meta.ino));
+        Ok(meta_attr(
+            self.counted_ino(parent, name, &ws, &Found::Upper(meta)),
+            &meta,
+        ))
     }
 
-    fn entry_attr(&self, parent: u64, name: &[u8], ws: &Arc<Ws>, upper: &Path) -> VfsResult<Attr> {
-        let meta = fs::symlink_metadata(upper)?;
-        Ok(meta_attr(self.counted_ino(parent, name, ws), &meta))
+    fn entry_attr(&self, parent: u64, name: &[u8], ws: &Arc<Ws>, path: &[u8]) -> VfsResult<Attr> {
+        let meta = ws.root.lstat(path)?;
+        Ok(meta_attr(
+            self.counted_ino(parent, name, ws, &Found::Upper(meta)),
+            &meta,
+        ))
     }
 
     pub fn unlink(&self, shared: &Shared, parent: u64, name: &[u8]) -> VfsResult<()> {
@@ -132,7 +173,7 @@ impl Overlay {
         let _guard = ws.change()?;
         match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
             f if f.is_dir() => return Err(VfsError::IsADirectory),
-            Found::Upper(_) => fs::remove_file(ws.upper_path(&path))?,
+            Found::Upper(_) => ws.root.unlink(&path)?,
             Found::Base { .. } => {}
         }
         self.hide_base(shared, &ws, &path)?;
@@ -151,7 +192,7 @@ impl Overlay {
             return Err(VfsError::NotEmpty);
         }
         if let Found::Upper(_) = found {
-            fs::remove_dir(ws.upper_path(&path))?;
+            ws.root.rmdir(&path)?;
         }
         self.hide_base(shared, &ws, &path)?;
         self.nodes.lock().expect("nodes lock").detach(parent, name);
@@ -199,7 +240,7 @@ impl Overlay {
         }
         upper::copy_up_found(shared, &ws, &from, src, true)?;
         upper::ensure_dir(shared, &ws, split_path(&to).0)?;
-        fs::rename(ws.upper_path(&from), ws.upper_path(&to))?;
+        ws.root.rename(&from, &to)?;
         // The base's entry at the destination must not show through (nor, for a folder,
         // its children), and the source's base entry must not come back.
         self.hide_base(shared, &ws, &to)?;
@@ -233,7 +274,7 @@ impl Overlay {
         if let (Some(f), true) = (&file, self.nodes.lock().expect("nodes lock").path(ino).is_none()) {
             // Deleted while open: change the open file only.
             upper::apply_open(f, changes)?;
-            return Ok(meta_attr(ino, &f.metadata()?));
+            return Ok(meta_attr(ino, &at::fstat(&**f)?));
         }
         let (ws, path) = self.path(ino)?;
         let _guard = ws.change()?;
@@ -242,8 +283,7 @@ impl Overlay {
             let content = changes.size != Some(0);
             upper::copy_up(shared, &ws, &path, content)?;
         }
-        let target = ws.upper_path(&path);
-        upper::apply(&target, file.as_deref(), changes)?;
-        Ok(meta_attr(ino, &fs::symlink_metadata(&target)?))
+        upper::apply(&ws, &path, file.as_deref(), changes)?;
+        Ok(meta_attr(ino, &ws.root.lstat(&path)?))
     }
 }

@@ -7,12 +7,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::at::Root;
 use super::layers::{Found, Ws};
 use crate::vfs::{VfsResult, OVERLAY_FH};
 
@@ -42,14 +42,9 @@ impl Handles {
         OVERLAY_FH | (self.next.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// Open an upper-layer file with the access mode of `flags`.
-    pub fn open_file(&self, path: &Path, flags: i32) -> VfsResult<u64> {
-        let acc = flags & libc::O_ACCMODE;
-        let file = std::fs::OpenOptions::new()
-            .read(acc != libc::O_WRONLY)
-            .write(acc != libc::O_RDONLY)
-            .custom_flags(flags & PASSED_FLAGS | libc::O_NOFOLLOW)
-            .open(path)?;
+    /// Open upper-layer file `path` with the access mode of `flags`.
+    pub fn open_file(&self, root: &Root, path: &[u8], flags: i32) -> VfsResult<u64> {
+        let file = root.open_file(path, flags & (libc::O_ACCMODE | PASSED_FLAGS), 0)?;
         Ok(self.add_file(file))
     }
 

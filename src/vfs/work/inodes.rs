@@ -17,15 +17,17 @@ use crate::vfs::{WORK_INO, WORK_NODE_BASE};
 
 /// One node.
 struct Rec {
-    parent: u64,
-    name: Vec<u8>,
+    /// Its names: (parent inode, name). A folder has one; a file has one per hard link
+    /// the overlay has seen; none once deleted (or replaced by a rename).
+    names: Vec<(u64, Vec<u8>)>,
     ws: Arc<Ws>,
+    /// Device and inode number of its upper-layer file, once it has one (not for folders):
+    /// another name of the same file (a hard link) is the same node.
+    ident: Option<(u64, u64)>,
     /// References the kernel holds (lookups not yet forgotten).
     nlookup: u64,
-    /// Records whose parent is this one.
+    /// Names whose parent is this node.
     children: u64,
-    /// False once deleted (or replaced by a rename).
-    attached: bool,
 }
 
 /// The table.
@@ -33,6 +35,7 @@ pub(crate) struct NodeTable {
     next: u64,
     by_ino: HashMap<u64, Rec>,
     by_name: HashMap<(u64, Vec<u8>), u64>,
+    by_ident: HashMap<(u64, u64), u64>,
 }
 
 impl Default for NodeTable {
@@ -41,38 +44,45 @@ impl Default for NodeTable {
             next: WORK_NODE_BASE,
             by_ino: HashMap::new(),
             by_name: HashMap::new(),
+            by_ident: HashMap::new(),
         }
     }
 }
 
 impl NodeTable {
     /// The inode of `name` in `parent`, numbered now if new; `counted` adds one kernel
-    /// reference.
-    pub fn ino_for(&mut self, parent: u64, name: &[u8], ws: &Arc<Ws>, counted: bool) -> u64 {
+    /// reference. `ident` is the device and inode number of the upper-layer file it names
+    /// (none for folders and base entries): a new name of a file that already has a node
+    /// (a hard link) joins that node.
+    pub fn ino_for(&mut self, parent: u64, name: &[u8], ws: &Arc<Ws>, counted: bool, ident: Option<(u64, u64)>) -> u64 {
         let key = (parent, name.to_vec());
         let ino = match self.by_name.get(&key) {
             Some(&ino) => ino,
             None => {
-                let ino = self.next;
-                self.next += 1;
-                self.by_ino.insert(
-                    ino,
-                    Rec {
-                        parent,
-                        name: name.to_vec(),
-                        ws: ws.clone(),
-                        nlookup: 0,
-                        children: 0,
-                        attached: true,
-                    },
-                );
-                if let Some(p) = self.by_ino.get_mut(&parent) {
-                    p.children += 1;
-                }
-                self.by_name.insert(key, ino);
+                let joined = ident.and_then(|id| self.by_ident.get(&id).copied());
+                let ino = match joined {
+                    Some(ino) => ino,
+                    None => {
+                        let ino = self.next;
+                        self.next += 1;
+                        let rec = Rec {
+                            names: Vec::new(),
+                            ws: ws.clone(),
+                            ident: None,
+                            nlookup: 0,
+                            children: 0,
+                        };
+                        self.by_ino.insert(ino, rec);
+                        ino
+                    }
+                };
+                self.add_name(ino, parent, name);
                 ino
             }
         };
+        if let Some(id) = ident {
+            self.set_ident(ino, id);
+        }
         if counted {
             if let Some(r) = self.by_ino.get_mut(&ino) {
                 r.nlookup += 1;
@@ -81,21 +91,43 @@ impl NodeTable {
         ino
     }
 
+    fn add_name(&mut self, ino: u64, parent: u64, name: &[u8]) {
+        if let Some(r) = self.by_ino.get_mut(&ino) {
+            r.names.push((parent, name.to_vec()));
+        }
+        if let Some(p) = self.by_ino.get_mut(&parent) {
+            p.children += 1;
+        }
+        self.by_name.insert((parent, name.to_vec()), ino);
+    }
+
+    /// Record that node `ino` is the upper-layer file `ident` (after a copy-up or a create).
+    pub fn set_ident(&mut self, ino: u64, ident: (u64, u64)) {
+        let Some(r) = self.by_ino.get_mut(&ino) else { return };
+        if r.ident == Some(ident) {
+            return;
+        }
+        if let Some(old) = r.ident.replace(ident) {
+            if self.by_ident.get(&old) == Some(&ino) {
+                self.by_ident.remove(&old);
+            }
+        }
+        self.by_ident.insert(ident, ino);
+    }
+
     /// The workspace and the path (relative to the workspace root, empty for the root) of
-    /// an attached node.
+    /// an attached node (through its first name).
     pub fn path(&self, ino: u64) -> Option<(Arc<Ws>, Vec<u8>)> {
         let mut names: Vec<&[u8]> = Vec::new();
         let mut at = self.by_ino.get(&ino)?;
         let ws = at.ws.clone();
-        while at.parent != WORK_INO {
-            if !at.attached {
-                return None;
+        loop {
+            let (parent, name) = at.names.first()?;
+            if *parent == WORK_INO {
+                break;
             }
-            names.push(&at.name);
-            at = self.by_ino.get(&at.parent)?;
-        }
-        if !at.attached {
-            return None;
+            names.push(name);
+            at = self.by_ino.get(parent)?;
         }
         let mut path = Vec::new();
         for n in names.iter().rev() {
@@ -106,37 +138,52 @@ impl NodeTable {
 
     /// The parent inode of a node (for `..`).
     pub fn parent(&self, ino: u64) -> Option<u64> {
-        self.by_ino.get(&ino).map(|r| r.parent)
+        self.by_ino.get(&ino).and_then(|r| r.names.first()).map(|n| n.0)
     }
 
-    /// `name` in `parent` was deleted: its node (if any) keeps its number for open handles
-    /// but no longer has a path.
+    /// `name` in `parent` was deleted: its node (if any) loses that name; a node without
+    /// names keeps its number for open handles but no longer has a path.
     pub fn detach(&mut self, parent: u64, name: &[u8]) {
-        if let Some(ino) = self.by_name.remove(&(parent, name.to_vec())) {
-            if let Some(r) = self.by_ino.get_mut(&ino) {
-                r.attached = false;
-            }
+        if let Some(ino) = self.remove_name(parent, name) {
             self.drop_if_unused(ino);
         }
+    }
+
+    /// Remove name `name` in `parent` from its node; returns the node.
+    fn remove_name(&mut self, parent: u64, name: &[u8]) -> Option<u64> {
+        let ino = self.by_name.remove(&(parent, name.to_vec()))?;
+        if let Some(r) = self.by_ino.get_mut(&ino) {
+            r.names.retain(|(p, n)| !(*p == parent && n == name));
+            if r.names.is_empty() {
+                // The upper inode number may be reused by a new file from now on.
+                if let Some(id) = r.ident.take() {
+                    if self.by_ident.get(&id) == Some(&ino) {
+                        self.by_ident.remove(&id);
+                    }
+                }
+            }
+        }
+        self.release_child(parent);
+        Some(ino)
     }
 
     /// `name` in `parent` moved to `new_name` in `new_parent` (replacing what was there).
     pub fn rename(&mut self, parent: u64, name: &[u8], new_parent: u64, new_name: &[u8]) {
         self.detach(new_parent, new_name);
-        let Some(ino) = self.by_name.remove(&(parent, name.to_vec())) else {
+        let Some(&ino) = self.by_name.get(&(parent, name.to_vec())) else {
             return;
         };
-        if let Some(r) = self.by_ino.get_mut(&ino) {
-            r.parent = new_parent;
-            r.name = new_name.to_vec();
+        // Keep the node while it has no name.
+        if let Some(p) = self.by_ino.get_mut(&new_parent) {
+            p.children += 1;
         }
-        if parent != new_parent {
-            if let Some(p) = self.by_ino.get_mut(&new_parent) {
-                p.children += 1;
-            }
-            self.release_child(parent);
+        let ident = self.by_ino.get(&ino).and_then(|r| r.ident);
+        self.remove_name(parent, name);
+        self.add_name(ino, new_parent, new_name);
+        if let Some(id) = ident {
+            self.set_ident(ino, id);
         }
-        self.by_name.insert((new_parent, new_name.to_vec()), ino);
+        self.release_child(new_parent);
     }
 
     /// The kernel gave back `n` references.
@@ -152,17 +199,24 @@ impl NodeTable {
         self.by_ino.len()
     }
 
-    /// Remove a node nobody refers to any more, then its parent if that became unused.
+    /// Remove a node nobody refers to any more, then its parents if they became unused.
     fn drop_if_unused(&mut self, ino: u64) {
         let unused = self.by_ino.get(&ino).is_some_and(|r| r.nlookup == 0 && r.children == 0);
         if !unused {
             return;
         }
         let r = self.by_ino.remove(&ino).expect("checked above");
-        if r.attached && self.by_name.get(&(r.parent, r.name.clone())) == Some(&ino) {
-            self.by_name.remove(&(r.parent, r.name));
+        if let Some(id) = r.ident {
+            if self.by_ident.get(&id) == Some(&ino) {
+                self.by_ident.remove(&id);
+            }
         }
-        self.release_child(r.parent);
+        for (parent, name) in r.names {
+            if self.by_name.get(&(parent, name.clone())) == Some(&ino) {
+                self.by_name.remove(&(parent, name));
+            }
+            self.release_child(parent);
+        }
     }
 
     fn release_child(&mut self, parent: u64) {

@@ -10,13 +10,12 @@
 //!    layer (a folder re-created after a delete is opaque).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use super::at::{Meta, Root};
 use crate::catalog::entries::{join_path, split_path};
 use crate::catalog::{Entry, EntryKind};
 use crate::error::Error;
@@ -29,8 +28,8 @@ const PAGE: usize = 4096;
 /// One live workspace.
 pub(crate) struct Ws {
     pub id: i64,
-    /// The upper layer.
-    pub upper: PathBuf,
+    /// The upper layer, open: every change to it is a system call relative to this.
+    pub root: Root,
     /// Where copy-ups are assembled before they are renamed into place (same file system).
     pub scratch: PathBuf,
     /// Base datasets, lowest first.
@@ -48,12 +47,20 @@ pub(crate) struct Ws {
 /// What a path of the merged view is.
 pub(crate) enum Found {
     /// In the upper layer (a folder here may merge with base folders).
-    Upper(fs::Metadata),
+    Upper(Meta),
     /// Untouched, from base number `layer`.
     Base { layer: usize, entry: Entry },
 }
 
 impl Found {
+    /// Device and inode number of an upper-layer non-folder (see `NodeTable::ino_for`).
+    pub fn ident(&self) -> Option<(u64, u64)> {
+        match self {
+            Found::Upper(m) if !m.is_dir() => Some((m.dev, m.ino)),
+            _ => None,
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         match self {
             Found::Upper(m) => m.is_dir(),
@@ -63,17 +70,22 @@ impl Found {
 }
 
 impl Ws {
-    pub fn new(workspace: Workspace, scratch: PathBuf, bases: Vec<Arc<DatasetInfo>>, whiteouts: Vec<Vec<u8>>) -> Ws {
-        Ws {
+    pub fn new(
+        workspace: Workspace,
+        scratch: PathBuf,
+        bases: Vec<Arc<DatasetInfo>>,
+        whiteouts: Vec<Vec<u8>>,
+    ) -> std::io::Result<Ws> {
+        Ok(Ws {
             id: workspace.id,
-            upper: workspace.upper.clone(),
+            root: Root::open(&workspace.upper)?,
             scratch,
             bases,
             whiteouts: RwLock::new(whiteouts.into_iter().collect()),
             lock: Mutex::new(None),
             workspace,
             busy_logged: AtomicBool::new(false),
-        }
+        })
     }
 
     /// The workspace's owner (uid, gid): who owns its untouched base entries in the merged
@@ -103,17 +115,9 @@ impl Ws {
         Ok(guard)
     }
 
-    /// The upper-layer path of a workspace path.
-    pub fn upper_path(&self, path: &[u8]) -> PathBuf {
-        if path.is_empty() {
-            return self.upper.clone();
-        }
-        self.upper.join(std::ffi::OsStr::from_bytes(path))
-    }
-
     /// What `path` is in the merged view, if anything.
     pub fn resolve(&self, shared: &Shared, path: &[u8]) -> VfsResult<Option<Found>> {
-        match fs::symlink_metadata(self.upper_path(path)) {
+        match self.root.lstat(path) {
             Ok(m) => Ok(Some(Found::Upper(m))),
             // A non-folder in the upper layer above `path` hides the bases below it.
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
@@ -181,16 +185,10 @@ impl Ws {
                 self.base_children(shared, layer, dir, &mut out)?;
             }
         }
-        match fs::read_dir(self.upper_path(dir)) {
+        match self.root.list(dir) {
             Ok(items) => {
-                for item in items {
-                    let item = item?;
-                    let meta = match item.metadata() {
-                        Ok(m) => m,
-                        Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e.into()),
-                    };
-                    out.insert(item.file_name().as_bytes().to_vec(), Found::Upper(meta));
+                for (name, meta) in items {
+                    out.insert(name, Found::Upper(meta));
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {}

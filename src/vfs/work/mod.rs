@@ -20,6 +20,7 @@
 //! Never: writes to datasets, packs or the store. Changes of one workspace's tree are
 //! serialised by its lock; reads and writes of open files are not.
 
+mod at;
 mod change;
 mod handles;
 pub(crate) mod inodes;
@@ -27,10 +28,7 @@ mod layers;
 mod upper;
 
 use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use super::{
     files, Attr, DirEntry, NodeKind, ReadBytes, Shared, VfsError, VfsResult, OVERLAY_FH, WORK_INO, WORK_NODE_BASE,
@@ -77,23 +75,30 @@ fn attr_of(ino: u64, found: &Found, ws: &Ws) -> Attr {
 }
 
 /// Attributes of an upper-layer file.
-pub(crate) fn meta_attr(ino: u64, m: &std::fs::Metadata) -> Attr {
-    let ft = m.file_type();
-    let kind = if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else {
-        NodeKind::File
+pub(crate) fn meta_attr(ino: u64, m: &at::Meta) -> Attr {
+    let kind = match m.kind {
+        at::Kind::Dir => NodeKind::Dir,
+        at::Kind::File => NodeKind::File,
+        at::Kind::Symlink => NodeKind::Symlink,
+        at::Kind::Fifo => NodeKind::Fifo,
+        at::Kind::Socket => NodeKind::Socket,
+        at::Kind::BlockDevice => NodeKind::BlockDevice,
+        at::Kind::CharDevice => NodeKind::CharDevice,
     };
     Attr {
         ino,
         kind,
-        size: if kind == NodeKind::Dir { 0 } else { m.len() },
-        perm: (m.permissions().mode() & 0o7777) as u16,
-        mtime: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        size: if kind == NodeKind::Dir { 0 } else { m.size },
+        perm: m.perm as u16,
+        mtime: m.mtime,
         immutable: false,
-        owner: Some((m.uid(), m.gid())),
+        owner: Some((m.uid, m.gid)),
+        local: Some(super::LocalStat {
+            nlink: m.nlink.min(u32::MAX as u64) as u32,
+            atime: m.atime,
+            ctime: m.ctime,
+            rdev: m.rdev as u32,
+        }),
     }
 }
 
@@ -126,21 +131,24 @@ impl Overlay {
             .ok_or(VfsError::NotFound)
     }
 
-    /// The node of `name` in `parent`, counting a kernel reference.
-    fn counted_ino(&self, parent: u64, name: &[u8], ws: &Arc<Ws>) -> u64 {
-        self.nodes.lock().expect("nodes lock").ino_for(parent, name, ws, true)
+    /// The node of `name` in `parent`, which is `found`, counting a kernel reference.
+    fn counted_ino(&self, parent: u64, name: &[u8], ws: &Arc<Ws>, found: &Found) -> u64 {
+        self.nodes
+            .lock()
+            .expect("nodes lock")
+            .ino_for(parent, name, ws, true, found.ident())
     }
 
     pub fn lookup(&self, shared: &Shared, parent: u64, name: &[u8]) -> VfsResult<Attr> {
         if parent == WORK_INO {
             let ws = self.workspace(shared, name)?.ok_or(VfsError::NotFound)?;
             let found = ws.resolve(shared, b"")?.ok_or(VfsError::NotFound)?;
-            return Ok(attr_of(self.counted_ino(WORK_INO, name, &ws), &found, &ws));
+            return Ok(attr_of(self.counted_ino(WORK_INO, name, &ws, &found), &found, &ws));
         }
         let (ws, dir) = self.path(parent)?;
         let path = crate::catalog::entries::join_path(&dir, name);
         let found = ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)?;
-        Ok(attr_of(self.counted_ino(parent, name, &ws), &found, &ws))
+        Ok(attr_of(self.counted_ino(parent, name, &ws, &found), &found, &ws))
     }
 
     pub fn getattr(&self, shared: &Shared, ino: u64) -> VfsResult<Attr> {
@@ -152,7 +160,7 @@ impl Overlay {
     /// Attributes through an open handle: works for a file deleted while open.
     pub fn getattr_open(&self, shared: &Shared, ino: u64, fh: u64) -> VfsResult<Attr> {
         match self.handles.file(fh) {
-            Some(f) => Ok(meta_attr(ino, &f.metadata()?)),
+            Some(f) => Ok(meta_attr(ino, &at::fstat(&*f)?)),
             None => self.getattr(shared, ino),
         }
     }
@@ -160,10 +168,7 @@ impl Overlay {
     pub fn readlink(&self, shared: &Shared, ino: u64) -> VfsResult<Vec<u8>> {
         let (ws, path) = self.path(ino)?;
         match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
-            Found::Upper(m) if m.file_type().is_symlink() => Ok(std::fs::read_link(ws.upper_path(&path))?
-                .as_os_str()
-                .as_bytes()
-                .to_vec()),
+            Found::Upper(m) if m.is_symlink() => Ok(ws.root.readlink(&path)?),
             Found::Base { entry, .. } if entry.kind == EntryKind::Symlink => Ok(entry.target.unwrap_or_default()),
             _ => Err(VfsError::NotASymlink),
         }
@@ -216,7 +221,7 @@ impl Overlay {
         let skip = offset.saturating_sub(2) as usize;
         let mut nodes = self.nodes.lock().expect("nodes lock");
         for (i, (name, ws, found)) in snapshot.entries.iter().enumerate().skip(skip).take(max) {
-            let child = nodes.ino_for(ino, name, ws, plus);
+            let child = nodes.ino_for(ino, name, ws, plus, found.ident());
             let a = attr_of(child, found, ws);
             let e = DirEntry {
                 ino: child,
@@ -265,12 +270,12 @@ impl Overlay {
                 f if f.is_dir() => return Err(VfsError::IsADirectory),
                 found => upper::copy_up_found(shared, &ws, &path, found, true)?,
             }
-            return self.handles.open_file(&ws.upper_path(&path), flags);
+            return self.handles.open_file(&ws.root, &path, flags);
         }
         match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
             f if f.is_dir() => Err(VfsError::IsADirectory),
             Found::Base { layer, entry } => files::open_entry(shared, ws.bases[layer].clone(), entry),
-            Found::Upper(_) => self.handles.open_file(&ws.upper_path(&path), flags),
+            Found::Upper(_) => self.handles.open_file(&ws.root, &path, flags),
         }
     }
 
@@ -298,7 +303,7 @@ impl Overlay {
     /// entries of its own to sync).
     pub fn fsyncdir(&self, ino: u64) -> VfsResult<()> {
         let (ws, path) = self.path(ino)?;
-        match std::fs::File::open(ws.upper_path(&path)) {
+        match ws.root.open_dir(&path) {
             Ok(dir) => Ok(dir.sync_all()?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
@@ -347,5 +352,5 @@ fn load_workspace(shared: &Shared, name: &str) -> VfsResult<Ws> {
         .parent()
         .map_or_else(|| w.upper.join(".."), |p| p.join("scratch"));
     upper::clear_dead_scratch(&scratch);
-    Ok(Ws::new(w, scratch, bases, whiteouts))
+    Ok(Ws::new(w, scratch, bases, whiteouts)?)
 }

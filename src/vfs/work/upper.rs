@@ -12,7 +12,6 @@
 //! reader of the upper layer sees the base file or the whole copy, never a part. Folders
 //! created above it get the base folders' modes and keep their mtimes.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::ffi::OsStrExt;
@@ -31,7 +30,7 @@ use crate::vfs::{Caller, SetAttr, SetTime};
 static SCRATCH: AtomicU64 = AtomicU64::new(0);
 
 /// Upper folders created by [`ensure_dir`], with the mtimes to give them back.
-pub(crate) type Created = Vec<(PathBuf, i64)>;
+pub(crate) type Created = Vec<(Vec<u8>, i64)>;
 
 /// Make `dir` a folder of the upper layer, copying up the base folders on the way (mode
 /// and mtime from the base). Returns the folders it created, top first.
@@ -44,8 +43,7 @@ pub(crate) fn ensure_dir(shared: &Shared, ws: &Ws, dir: &[u8]) -> VfsResult<Crea
         at = split_path(at).0;
     }
     for p in prefixes.into_iter().rev() {
-        let upper = ws.upper_path(p);
-        match fs::symlink_metadata(&upper) {
+        match ws.root.lstat(p) {
             Ok(m) if m.is_dir() => continue,
             Ok(_) => return Err(VfsError::NotADirectory),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -55,19 +53,20 @@ pub(crate) fn ensure_dir(shared: &Shared, ws: &Ws, dir: &[u8]) -> VfsResult<Crea
         if entry.kind != EntryKind::Dir {
             return Err(VfsError::NotADirectory);
         }
-        fs::create_dir(&upper)?;
-        give(&upper, ws.owner())?;
-        fs::set_permissions(&upper, fs::Permissions::from_mode(entry.mode & 0o7777))?;
-        created.push((upper, entry.mtime_ns));
+        ws.root.mkdir(p, entry.mode)?;
+        give(ws, p, ws.owner())?;
+        // A change of owner may clear the setgid bit.
+        ws.root.chmod(p, entry.mode)?;
+        created.push((p.to_vec(), entry.mtime_ns));
     }
     Ok(created)
 }
 
 /// Give folders made by [`ensure_dir`] their base mtimes back (deepest first, since setting
 /// a folder's time does not touch its parent).
-pub(crate) fn restore_times(created: &[(PathBuf, i64)]) -> VfsResult<()> {
+pub(crate) fn restore_times(ws: &Ws, created: &[(Vec<u8>, i64)]) -> VfsResult<()> {
     for (path, mtime_ns) in created.iter().rev() {
-        set_times(path, None, Some(SetTime::At(ns_to_time(*mtime_ns))))?;
+        ws.root.utimes(path, None, Some(Some(ns_to_time(*mtime_ns))))?;
     }
     Ok(())
 }
@@ -87,33 +86,31 @@ pub(crate) fn copy_up_found(shared: &Shared, ws: &Ws, path: &[u8], found: Found,
         Found::Base { layer, entry } => (layer, entry),
     };
     let created = ensure_dir(shared, ws, split_path(path).0)?;
-    let target = ws.upper_path(path);
-    let mode = entry.mode & 0o7777;
-    let mtime = SetTime::At(ns_to_time(entry.mtime_ns));
+    let mtime = Some(Some(ns_to_time(entry.mtime_ns)));
     match entry.kind {
         EntryKind::Dir => {
-            fs::create_dir(&target)?;
-            give(&target, ws.owner())?;
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
-            set_times(&target, None, Some(mtime))?;
+            ws.root.mkdir(path, entry.mode)?;
+            give(ws, path, ws.owner())?;
+            ws.root.chmod(path, entry.mode)?;
+            ws.root.utimes(path, None, mtime)?;
         }
         EntryKind::Symlink => {
             let link = entry.target.clone().unwrap_or_default();
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &target)?;
-            give(&target, ws.owner())?;
-            set_times(&target, None, Some(mtime))?;
+            ws.root.symlink(Path::new(std::ffi::OsStr::from_bytes(&link)), path)?;
+            give(ws, path, ws.owner())?;
+            ws.root.utimes(path, None, mtime)?;
         }
         EntryKind::File => {
             let scratch = scratch_file(ws)?;
             let result = assemble(shared, ws, layer, &entry, &scratch, content)
-                .and_then(|()| fs::rename(&scratch, &target).map_err(VfsError::from));
+                .and_then(|()| ws.root.rename_in(&scratch, path).map_err(VfsError::from));
             if result.is_err() {
                 let _ = fs::remove_file(&scratch);
             }
             result?;
         }
     }
-    restore_times(&created)
+    restore_times(ws, &created)
 }
 
 /// Write a base file's copy at `scratch`, with its mode and mtime.
@@ -126,7 +123,10 @@ fn assemble(shared: &Shared, ws: &Ws, layer: usize, entry: &Entry, scratch: &Pat
     if content {
         files::copy_entry(shared, ws.bases[layer].clone(), entry.clone(), &mut out)?;
     }
-    give(scratch, ws.owner())?;
+    if gives_owners() {
+        let owner = ws.owner();
+        std::os::unix::fs::fchown(&out, Some(owner.0), Some(owner.1))?;
+    }
     out.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))?;
     out.set_modified(ns_to_time(entry.mtime_ns))?;
     Ok(())
@@ -138,33 +138,28 @@ fn gives_owners() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Make `path` (just created by this process, not followed if a symlink) belong to
-/// `owner`, when this process is root.
-fn give(path: &Path, owner: (u32, u32)) -> VfsResult<()> {
+/// Make upper entry `path` (just created by this process, not followed if a symlink)
+/// belong to `owner`, when this process is root.
+fn give(ws: &Ws, path: &[u8], owner: (u32, u32)) -> VfsResult<()> {
     if gives_owners() {
-        std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1))?;
+        ws.root.chown(path, Some(owner.0), Some(owner.1))?;
     }
     Ok(())
 }
 
-/// Give the new entry at `path` to `caller` (through `chown`, which changes it by path or
-/// descriptor), when this process is root: the caller's uid, and the caller's gid unless
-/// the folder holding it is setgid (then its group, as the kernel does).
-pub(crate) fn give_new(
-    path: &Path,
-    caller: Caller,
-    chown: impl FnOnce((Option<u32>, Option<u32>)) -> std::io::Result<()>,
-) -> VfsResult<()> {
-    use std::os::unix::fs::MetadataExt;
+/// Give the new upper entry `path` to `caller`, when this process is root: the caller's
+/// uid, and the caller's gid unless the folder holding it is setgid (then its group, as the
+/// kernel does). Callers set the mode afterwards (a change of owner clears setuid/setgid).
+pub(crate) fn give_new(ws: &Ws, path: &[u8], caller: Caller) -> VfsResult<()> {
     if !gives_owners() {
         return Ok(());
     }
-    let setgid_parent = path
-        .parent()
-        .and_then(|p| fs::metadata(p).ok())
-        .filter(|m| m.mode() & libc::S_ISGID != 0);
-    let gid = setgid_parent.map_or(caller.gid, |m| m.gid());
-    chown((Some(caller.uid), Some(gid)))?;
+    let parent = ws.root.lstat(split_path(path).0)?;
+    let gid = match parent.perm & libc::S_ISGID {
+        0 => caller.gid,
+        _ => parent.gid,
+    };
+    ws.root.chown(path, Some(caller.uid), Some(gid))?;
     Ok(())
 }
 
@@ -184,26 +179,31 @@ pub(crate) fn clear_dead_scratch(scratch: &Path) {
 }
 
 /// Apply `changes` to an upper-layer entry (`file`: the open file they came through).
-pub(crate) fn apply(path: &Path, file: Option<&fs::File>, changes: &SetAttr) -> VfsResult<()> {
+pub(crate) fn apply(ws: &Ws, path: &[u8], file: Option<&fs::File>, changes: &SetAttr) -> VfsResult<()> {
     if let Some(size) = changes.size {
         match file {
             Some(f) => f.set_len(size)?,
-            // SAFETY: a valid NUL-terminated path.
-            None => check(unsafe { libc::truncate(c_path(path)?.as_ptr(), size as libc::off_t) })?,
+            None => ws.root.open_file(path, libc::O_WRONLY, 0)?.set_len(size)?,
         }
     }
     if let Some(mode) = changes.mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))?;
+        ws.root.chmod(path, mode)?;
     }
     if changes.uid.is_some() || changes.gid.is_some() {
-        let (uid, gid) = (changes.uid.unwrap_or(u32::MAX), changes.gid.unwrap_or(u32::MAX));
-        // SAFETY: a valid NUL-terminated path; -1 (u32::MAX) leaves an id unchanged.
-        check(unsafe { libc::lchown(c_path(path)?.as_ptr(), uid, gid) })?;
+        ws.root.chown(path, changes.uid, changes.gid)?;
     }
     if changes.atime.is_some() || changes.mtime.is_some() {
-        set_times(path, changes.atime, changes.mtime)?;
+        ws.root.utimes(path, changes.atime.map(when), changes.mtime.map(when))?;
     }
     Ok(())
+}
+
+/// A time to set as [`super::at::Root::utimes`] takes it (`None`: now).
+fn when(t: SetTime) -> Option<SystemTime> {
+    match t {
+        SetTime::At(t) => Some(t),
+        SetTime::Now => None,
+    }
 }
 
 /// Apply `changes` to an open upper file that no longer has a path (deleted while open).
@@ -232,46 +232,6 @@ pub(crate) fn apply_open(file: &fs::File, changes: &SetAttr) -> VfsResult<()> {
         file.set_times(times)?;
     }
     Ok(())
-}
-
-/// `utimensat` without following a symlink; `None` leaves a time unchanged.
-fn set_times(path: &Path, atime: Option<SetTime>, mtime: Option<SetTime>) -> VfsResult<()> {
-    let spec = |t: Option<SetTime>| match t {
-        None => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        Some(SetTime::Now) => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
-        },
-        Some(SetTime::At(t)) => {
-            let (sec, nsec) = match t.duration_since(SystemTime::UNIX_EPOCH) {
-                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
-                Err(e) => {
-                    let d = e.duration();
-                    let (s, n) = (-(d.as_secs() as i64), d.subsec_nanos() as i64);
-                    if n == 0 {
-                        (s, 0)
-                    } else {
-                        (s - 1, 1_000_000_000 - n)
-                    }
-                }
-            };
-            libc::timespec {
-                tv_sec: sec as libc::time_t,
-                tv_nsec: nsec as _,
-            }
-        }
-    };
-    let times = [spec(atime), spec(mtime)];
-    let c = c_path(path)?;
-    // SAFETY: a valid NUL-terminated path and two initialised timespecs.
-    check(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
-}
-
-fn c_path(path: &Path) -> VfsResult<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| VfsError::InvalidArgument)
 }
 
 /// A libc return code as a result (the errno when it is not 0).
