@@ -171,13 +171,23 @@ impl Overlay {
     pub fn unlink(&self, shared: &Shared, parent: u64, name: &[u8]) -> VfsResult<()> {
         let (ws, path) = self.child_path(parent, name)?;
         let _guard = ws.change()?;
+        let mut keep = None;
         match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
             f if f.is_dir() => return Err(VfsError::IsADirectory),
-            Found::Upper(_) => ws.root.unlink(&path)?,
+            Found::Upper(_) => {
+                let node = self.nodes.lock().expect("nodes lock").find(parent, name);
+                // What the kernel still holds keeps answering getattr after the delete.
+                keep = node.and_then(|ino| Some((ino, ws.root.open_file(&path, libc::O_PATH, 0).ok()?)));
+                ws.root.unlink(&path)?
+            }
             Found::Base { .. } => {}
         }
         self.hide_base(shared, &ws, &path)?;
-        self.nodes.lock().expect("nodes lock").detach(parent, name);
+        let mut nodes = self.nodes.lock().expect("nodes lock");
+        nodes.detach(parent, name);
+        if let Some((ino, file)) = keep {
+            nodes.set_orphan(ino, file);
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //! up to its workspace's root node, whose parent is `work/`.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::Arc;
 
 use super::Ws;
@@ -28,6 +29,9 @@ struct Rec {
     nlookup: u64,
     /// Names whose parent is this node.
     children: u64,
+    /// Once deleted while the kernel still holds it: its upper file, open (`O_PATH`), so
+    /// `fstat` of a descriptor open on it still answers (with `st_nlink` 0).
+    orphan: Option<Arc<File>>,
 }
 
 /// The table.
@@ -71,6 +75,7 @@ impl NodeTable {
                             ident: None,
                             nlookup: 0,
                             children: 0,
+                            orphan: None,
                         };
                         self.by_ino.insert(ino, rec);
                         ino
@@ -134,6 +139,23 @@ impl NodeTable {
             path = join_path(&path, n);
         }
         Some((ws, path))
+    }
+
+    /// The node of `name` in `parent`, if it has one.
+    pub fn find(&self, parent: u64, name: &[u8]) -> Option<u64> {
+        self.by_name.get(&(parent, name.to_vec())).copied()
+    }
+
+    /// Node `ino`, deleted, is still held by the kernel: `file` answers for it from now on.
+    pub fn set_orphan(&mut self, ino: u64, file: File) {
+        if let Some(r) = self.by_ino.get_mut(&ino).filter(|r| r.names.is_empty()) {
+            r.orphan = Some(Arc::new(file));
+        }
+    }
+
+    /// The upper file of a node deleted while held (see [`NodeTable::set_orphan`]).
+    pub fn orphan(&self, ino: u64) -> Option<Arc<File>> {
+        self.by_ino.get(&ino).and_then(|r| r.orphan.clone())
     }
 
     /// The parent inode of a node (for `..`).

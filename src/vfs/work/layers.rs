@@ -25,6 +25,11 @@ use crate::workspace::{replaced_by_later_base, Workspace, WriterLock};
 /// Base entries listed per catalog query.
 const PAGE: usize = 4096;
 
+/// Link count of a folder whose entries come from the upper layer and a base: the upper
+/// folder's own count would leave out the base's subfolders. 1 is what file systems that do
+/// not count subfolders report (btrfs, many FUSE file systems); `find` then does not use it.
+const MERGED_NLINK: u64 = 1;
+
 /// One live workspace.
 pub(crate) struct Ws {
     pub id: i64,
@@ -118,7 +123,15 @@ impl Ws {
     /// What `path` is in the merged view, if anything.
     pub fn resolve(&self, shared: &Shared, path: &[u8]) -> VfsResult<Option<Found>> {
         match self.root.lstat(path) {
-            Ok(m) => Ok(Some(Found::Upper(m))),
+            Ok(mut m) => {
+                if m.is_dir()
+                    && !self.bases.is_empty()
+                    && (path.is_empty() || self.base_visible(shared, path)?.is_some())
+                {
+                    m.nlink = MERGED_NLINK;
+                }
+                Ok(Some(Found::Upper(m)))
+            }
             // A non-folder in the upper layer above `path` hides the bases below it.
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(self
@@ -187,7 +200,10 @@ impl Ws {
         }
         match self.root.list(dir) {
             Ok(items) => {
-                for (name, meta) in items {
+                for (name, mut meta) in items {
+                    if meta.is_dir() && matches!(out.get(&name), Some(f) if f.is_dir()) {
+                        meta.nlink = MERGED_NLINK;
+                    }
                     out.insert(name, Found::Upper(meta));
                 }
             }

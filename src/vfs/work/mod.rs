@@ -152,7 +152,16 @@ impl Overlay {
     }
 
     pub fn getattr(&self, shared: &Shared, ino: u64) -> VfsResult<Attr> {
-        let (ws, path) = self.path(ino)?;
+        let (ws, path) = match self.path(ino) {
+            Ok(p) => p,
+            Err(e) => {
+                let orphan = self.nodes.lock().expect("nodes lock").orphan(ino);
+                return match orphan {
+                    Some(f) => Ok(meta_attr(ino, &at::fstat(&*f)?)),
+                    None => Err(e),
+                };
+            }
+        };
         let found = ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)?;
         Ok(attr_of(ino, &found, &ws))
     }
