@@ -53,6 +53,13 @@ if [[ ! -x .venv-py/bin/maturin ]]; then
     .venv-py/bin/pip install --quiet --disable-pip-version-check 'maturin>=1.9.4,<2' pytest fsspec pandas pyarrow numpy
 fi
 
+# tests/pjdfstest.rs runs the POSIX suite pjdfstest (its Rust rewrite, from crates.io) in a
+# workspace of a real mount and on the local disk. Installed once into the cargo home, which
+# the next run (and CI on the same machine) reuses.
+if ! command -v pjdfstest >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/pjdfstest" ]]; then
+    cargo install --locked pjdfstest --version 0.2.2
+fi
+
 cargo build --workspace --all-targets
 cargo test --workspace
 (
