@@ -1,6 +1,7 @@
 //! Faults: an ingest killed at each durable step, a real `kill -9`, a flipped byte in a
-//! pack, and a full disk. After each, no dataset is half-visible, `verify` passes (or names
-//! the damage), and a re-run succeeds reusing what was already stored.
+//! pack, and a full disk (under an ingest, and under a mounted workspace). After each, no
+//! dataset is half-visible, `verify` passes (or names the damage), and a re-run succeeds
+//! reusing what was already stored.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::mounted::{can_mount, mount_vault_with, with_and_without_passthrough};
 use common::*;
 use serde_json::Value;
 
@@ -468,4 +470,81 @@ fn full_disk_is_a_clear_error_and_the_vault_still_verifies() {
             .contains(mnt.to_str().unwrap()),
         "the tmpfs is still mounted"
     );
+}
+
+/// The errno of an I/O error (0 for none).
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+/// Repeat `step` (given its round number) until it fails; that error. Panics after
+/// `limit` successes.
+fn until_error(limit: usize, mut step: impl FnMut(usize) -> std::io::Result<()>) -> std::io::Error {
+    for i in 0..limit {
+        if let Err(e) = step(i) {
+            return e;
+        }
+    }
+    panic!("no error after {limit} rounds");
+}
+
+/// One full-disk round: a vault on a 4 MiB tmpfs with few inodes, a workspace over a base
+/// of many small files, mounted with the server environment `env`.
+fn full_workspace_answers_enospc(env: &[(&str, &str)]) {
+    let tmp = tempdir();
+    let disk = tmp.path().join("disk");
+    // Few inodes too: creating an empty file needs no block, only an inode.
+    let mount = TmpfsMount::new(&disk, "4m,nr_inodes=400").expect("tmpfs for the full-disk test");
+    let v = TestVault::at(&mount.path.join("vault"));
+    let src = tmp.path().join("src");
+    for i in 0..120 {
+        write_file(&src, format!("base/f{i:03}.txt"), format!("base file {i}\n").as_bytes());
+    }
+    write_file(&src, "big.bin", &random_bytes(9, 256 * KIB as usize));
+    v.ingest_ok(&src, "small", "v1", &[]);
+    v.run(["workspace", "new", "w", "--base", "gold/small@v1"]).ok();
+    let mp = tmp.path().join("mnt");
+    let m = mount_vault_with(&v, &mp, env);
+    let ws = mp.join("work/w");
+
+    // write: fill the blocks.
+    let mut fill = fs::File::create(ws.join("fill")).unwrap();
+    let chunk = vec![7u8; 64 * KIB as usize];
+    let e = until_error(1000, |_| fill.write_all(&chunk).and_then(|()| fill.sync_data()));
+    assert_eq!(errno_of(&e), libc::ENOSPC, "write on a full disk: {e}");
+
+    // rename of a base file: its copy-up needs blocks.
+    let e = fs::rename(ws.join("big.bin"), ws.join("big-renamed.bin")).unwrap_err();
+    assert_eq!(errno_of(&e), libc::ENOSPC, "rename on a full disk: {e}");
+    assert!(ws.join("big.bin").exists(), "a failed rename keeps the source");
+
+    // delete of base files: each records a whiteout in the catalog, which grows.
+    let e = until_error(120, |i| fs::remove_file(ws.join(format!("base/f{i:03}.txt"))));
+    assert_eq!(errno_of(&e), libc::ENOSPC, "delete on a full disk: {e}");
+
+    // create: use up the inodes.
+    let e = until_error(1000, |i| fs::File::create(ws.join(format!("empty{i}"))).map(drop));
+    assert_eq!(errno_of(&e), libc::ENOSPC, "create on a full disk: {e}");
+
+    // Room again: what failed works, and the vault is consistent.
+    drop(fill);
+    fs::remove_file(ws.join("fill")).unwrap();
+    for i in 0..1000 {
+        let _ = fs::remove_file(ws.join(format!("empty{i}")));
+    }
+    fs::rename(ws.join("big.bin"), ws.join("big-renamed.bin")).unwrap();
+    assert_eq!(fs::read(ws.join("big-renamed.bin")).unwrap(), fs::read(src.join("big.bin")).unwrap());
+    drop(m);
+    v.verify();
+    drop(v);
+    drop(mount);
+}
+
+#[test]
+fn a_full_disk_under_a_workspace_answers_enospc_for_write_create_rename_and_delete() {
+    if !can_mount() {
+        assert!(std::env::var_os("CI").is_none(), "CI must be able to mount FUSE");
+        return;
+    }
+    with_and_without_passthrough(full_workspace_answers_enospc);
 }
