@@ -533,7 +533,10 @@ fn full_workspace_answers_enospc(env: &[(&str, &str)]) {
         let _ = fs::remove_file(ws.join(format!("empty{i}")));
     }
     fs::rename(ws.join("big.bin"), ws.join("big-renamed.bin")).unwrap();
-    assert_eq!(fs::read(ws.join("big-renamed.bin")).unwrap(), fs::read(src.join("big.bin")).unwrap());
+    assert_eq!(
+        fs::read(ws.join("big-renamed.bin")).unwrap(),
+        fs::read(src.join("big.bin")).unwrap()
+    );
     drop(m);
     v.verify();
     drop(v);

@@ -82,7 +82,13 @@ fn ensure_dummy_users() {
     let have = |name: &str| Command::new("id").arg(name).output().is_ok_and(|o| o.status.success());
     if !have("tests") {
         let ok = Command::new("useradd")
-            .args(["--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", "tests"])
+            .args([
+                "--no-create-home",
+                "--user-group",
+                "--shell",
+                "/usr/sbin/nologin",
+                "tests",
+            ])
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok || have("tests"), "cannot create the user `tests` pjdfstest needs");
@@ -177,7 +183,12 @@ fn a_workspace_passes_every_pjdfstest_case_the_local_disk_passes() {
     cmd.args(["mount", "--allow-other"]).arg(&mp);
     let mounted = spawn_mount(cmd, &mp, false);
     assert!(is_mounted(&mp), "the mount did not appear at {}", mp.display());
-    let ws = run_suite(&binary, &config, &mp.join("work/posix"), &tmp.path().join("workspace.log"));
+    let ws = run_suite(
+        &binary,
+        &config,
+        &mp.join("work/posix"),
+        &tmp.path().join("workspace.log"),
+    );
     drop(mounted);
 
     let mut regressions = Vec::new();

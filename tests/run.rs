@@ -392,3 +392,35 @@ fn a_crash_between_the_run_record_and_the_derive_leaves_the_run_recorded() {
         v.verify();
     }
 }
+
+#[test]
+fn a_fifo_the_command_leaves_stops_the_derive_unless_skip_special() {
+    if !can_mount() {
+        assert!(std::env::var_os("CI").is_none(), "CI must be able to mount FUSE");
+        return;
+    }
+    let (v, _src) = vault_with_base();
+    let _guard = NoLeftovers(Vec::new());
+    let script = r#"mkfifo "$DSVAULT_WORKSPACE/queue" && echo done > "$DSVAULT_WORKSPACE/out.txt""#;
+    let out = run_and_derive(&v, script);
+    assert_eq!(out.code(), Some(1), "{}", out.text());
+    out.mentions(&["the command succeeded", "queue (fifo)", "--skip-special"]);
+    assert!(!v.datasets().iter().any(|d| d.contains("result")), "derived anyway");
+
+    let out = v.run([
+        "--json",
+        "run",
+        "--workspace",
+        "w",
+        "--derive",
+        "result@v1",
+        "--skip-special",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code(), Some(0), "{}", out.text());
+    let skipped = &out.json()["derived"]["skipped"];
+    assert_eq!(skipped[0]["path"], "queue", "{skipped}");
+    assert_eq!(skipped[0]["reason"], "fifo", "{skipped}");
+    assert_eq!(v.cat("derived/result@v1", "out.txt"), b"done\n");
+}

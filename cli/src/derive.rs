@@ -96,6 +96,11 @@ fn print_derive(r: &DeriveReport) {
         bytes(r.stored_bytes),
         r.seconds
     );
+    warn_skipped(r);
+}
+
+/// A warning for each special file a derive left out (`--skip-special`).
+pub fn warn_skipped(r: &DeriveReport) {
     for s in &r.skipped {
         eprintln!("dsvault: warning: skipped {} ({})", s.path.display(), s.reason);
     }

@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// `derive --allow-external-symlinks`).
     #[arg(long, requires = "derive")]
     allow_external_symlinks: bool,
+    /// With --derive: leave FIFOs, sockets and device nodes the command left in the
+    /// workspace out of the dataset (see `derive --skip-special`).
+    #[arg(long, requires = "derive")]
+    skip_special: bool,
     /// Run the command in the workspace's writable folder instead of the current one.
     #[arg(long)]
     cd: bool,
@@ -124,6 +128,7 @@ pub fn run(g: &Globals, a: RunArgs) -> Result<i32> {
         Some((name, version)) if exit_status == 0 => {
             let mut opts = DeriveOptions::new(&ws.name, name, version)?;
             opts.allow_external_symlinks = a.allow_external_symlinks;
+            opts.skip_special = a.skip_special;
             let bar = Bar::new(g, "derive");
             let r = ops::run::derive_after(&vault, run_id, &finished, opts, &bar).with_context(|| {
                 format!("the command succeeded (run recorded), but deriving derived/{name}@{version} failed")
@@ -257,6 +262,9 @@ fn now_secs() -> i64 {
 fn print_report(g: &Globals, r: &RunReport, derive_asked: bool) -> Result<()> {
     if let Some(d) = &r.derived {
         super::derive::warn_unchanged(g, d);
+        if !g.json && !g.quiet {
+            super::derive::warn_skipped(d);
+        }
     }
     if g.json {
         return json_line(r);
