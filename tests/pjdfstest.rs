@@ -99,8 +99,7 @@ fn ensure_dummy_users() {
 /// Run the suite in `dir` (its output to `log`); each case's result (`ok`, `FAILED`,
 /// `skipped`).
 fn run_suite(binary: &Path, config: &Path, dir: &Path, log: &Path) -> BTreeMap<String, String> {
-    let out_path = log;
-    let out = std::fs::File::create(&out_path).unwrap();
+    let out = std::fs::File::create(log).unwrap();
     let mut child = Command::new(binary)
         .arg("-c")
         .arg(config)
@@ -122,7 +121,7 @@ fn run_suite(binary: &Path, config: &Path, dir: &Path, log: &Path) -> BTreeMap<S
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let text = std::fs::read_to_string(out_path).unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
     let results = parse(&text);
     assert!(
         results.len() > 300,
