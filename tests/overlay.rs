@@ -553,6 +553,13 @@ fn hard_links_through_a_mount(env: &[(&str, &str)]) {
     let train = fs::read(base.join("labels/train.csv")).unwrap();
 
     fs::hard_link(work.join("labels/train.csv"), work.join("train-link.csv")).unwrap();
+    // One inode with two names, as on a local disk (the base file was copied up first).
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (
+        fs::symlink_metadata(work.join("labels/train.csv")).unwrap(),
+        fs::symlink_metadata(work.join("train-link.csv")).unwrap(),
+    );
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "{env:?}");
     assert!(fs::read(work.join("train-link.csv")).unwrap() == train);
     assert!(fs::read(work.join("labels/train.csv")).unwrap() == train, "{env:?}");
     let mut appended = fs::OpenOptions::new()
@@ -584,6 +591,16 @@ fn hard_links_through_a_mount(env: &[(&str, &str)]) {
     fs::hard_link(work.join("new.txt"), work.join("labels/new-link.txt")).unwrap();
     fs::remove_file(work.join("new.txt")).unwrap();
     assert_eq!(fs::read(work.join("labels/new-link.txt")).unwrap(), b"fresh\n");
+    assert_eq!(fs::metadata(work.join("labels/new-link.txt")).unwrap().nlink(), 1);
+
+    // A file replaced by a rename while open still answers fstat, with no links left.
+    fs::write(work.join("old.txt"), b"old bytes\n").unwrap();
+    fs::write(work.join("replacement.txt"), b"new\n").unwrap();
+    let held = fs::File::open(work.join("old.txt")).unwrap();
+    fs::rename(work.join("replacement.txt"), work.join("old.txt")).unwrap();
+    let meta = held.metadata().unwrap();
+    assert_eq!((meta.len(), meta.nlink()), (10, 0), "{env:?}");
+    drop(held);
 
     sh(Command::new("cp")
         .arg("-al")

@@ -175,9 +175,7 @@ impl Overlay {
         match ws.resolve(shared, &path)?.ok_or(VfsError::NotFound)? {
             f if f.is_dir() => return Err(VfsError::IsADirectory),
             Found::Upper(_) => {
-                let node = self.nodes.lock().expect("nodes lock").find(parent, name);
-                // What the kernel still holds keeps answering getattr after the delete.
-                keep = node.and_then(|ino| Some((ino, ws.root.open_file(&path, libc::O_PATH, 0).ok()?)));
+                keep = self.keep_if_held(&ws, parent, name, &path);
                 ws.root.unlink(&path)?
             }
             Found::Base { .. } => {}
@@ -189,6 +187,14 @@ impl Overlay {
             nodes.set_orphan(ino, file);
         }
         Ok(())
+    }
+
+    /// The node of upper file `path` (`name` in `parent`) and its file opened `O_PATH`, when
+    /// the kernel holds the node: about to be deleted or replaced, it keeps answering
+    /// `getattr` (see `NodeTable::set_orphan`).
+    fn keep_if_held(&self, ws: &Ws, parent: u64, name: &[u8], path: &[u8]) -> Option<(u64, fs::File)> {
+        let ino = self.nodes.lock().expect("nodes lock").find(parent, name)?;
+        Some((ino, ws.root.open_file(path, libc::O_PATH, 0).ok()?))
     }
 
     pub fn rmdir(&self, shared: &Shared, parent: u64, name: &[u8]) -> VfsResult<()> {
@@ -250,15 +256,20 @@ impl Overlay {
         }
         upper::copy_up_found(shared, &ws, &from, src, true)?;
         upper::ensure_dir(shared, &ws, split_path(&to).0)?;
+        let replaced = match ws.root.lstat(&to) {
+            Ok(m) if !m.is_dir() => self.keep_if_held(&ws, new_parent, new_name, &to),
+            _ => None,
+        };
         ws.root.rename(&from, &to)?;
         // The base's entry at the destination must not show through (nor, for a folder,
         // its children), and the source's base entry must not come back.
         self.hide_base(shared, &ws, &to)?;
         self.hide_base(shared, &ws, &from)?;
-        self.nodes
-            .lock()
-            .expect("nodes lock")
-            .rename(parent, name, new_parent, new_name);
+        let mut nodes = self.nodes.lock().expect("nodes lock");
+        nodes.rename(parent, name, new_parent, new_name);
+        if let Some((ino, file)) = replaced {
+            nodes.set_orphan(ino, file);
+        }
         Ok(())
     }
 
