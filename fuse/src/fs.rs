@@ -296,18 +296,11 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
             match self.view.open_with(ino.0, flags.0) {
                 // Content changes only through this mount, which the kernel sees (writes go
                 // through its page cache, or straight to the backing file): cached handles may
-                // keep pages across opens, unless the file has other names (hard links), which
-                // are other inodes to the kernel with page caches of their own.
+                // keep pages across opens. All names of a file (hard links) are one inode, so
+                // they share one page cache.
                 Ok(fh) => {
-                    use std::os::unix::fs::MetadataExt;
-                    let local = self.view.backing_file(fh);
-                    let hard_linked = local
-                        .as_ref()
-                        .and_then(|f| f.metadata().ok())
-                        .is_some_and(|m| m.nlink() > 1);
-                    let backing = local.filter(|_| self.passthrough.negotiated());
-                    self.passthrough
-                        .reply(ino.0, fh, backing.as_deref(), !hard_linked, reply)
+                    let backing = self.passthrough_file(fh);
+                    self.passthrough.reply(ino.0, fh, backing.as_deref(), true, reply)
                 }
                 Err(e) => reply.error(errno(&e)),
             }
