@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mounted::{is_mounted, spawn_mount};
+use common::mounted::{can_mount, is_mounted, spawn_mount};
 use common::*;
 
 /// Cases that pass on a local disk but cannot pass in a workspace, and why.
@@ -58,12 +58,6 @@ entries = [["nobody", "nogroup"], ["tests", "tests"]]
 
 /// Longest a suite may run (it takes seconds).
 const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Must a missing prerequisite fail the test (CI), rather than skip it?
-fn required() -> bool {
-    std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1")
-        || std::env::var_os("DSVAULT_REQUIRE_FUSE").is_some_and(|v| v == "1")
-}
 
 /// The pjdfstest binary: on PATH, else in the cargo home.
 fn pjdfstest_binary() -> Option<PathBuf> {
@@ -149,18 +143,9 @@ fn parse(text: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn a_workspace_passes_every_pjdfstest_case_the_local_disk_passes() {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
     let binary = pjdfstest_binary();
-    let missing = match (root, Path::new("/dev/fuse").exists(), &binary) {
-        (false, _, _) => Some("root"),
-        (_, false, _) => Some("/dev/fuse"),
-        (_, _, None) => Some("the pjdfstest binary (scripts/test.sh installs it: cargo install pjdfstest)"),
-        _ => None,
-    };
-    if let Some(what) = missing {
-        assert!(!required(), "this test needs {what}");
-        eprintln!("skipped: needs {what}");
+    let what = "the pjdfstest binary (scripts/test.sh installs it: cargo install pjdfstest)";
+    if !can_mount() || !common::require::needs(binary.is_some(), what) {
         return;
     }
     let binary = binary.unwrap();
