@@ -1,7 +1,7 @@
 //! POSIX conformance of a workspace: pjdfstest (the Rust rewrite, `cargo install pjdfstest`,
 //! installed by scripts/test.sh) runs as root in `work/<workspace>/` of a real mount made
 //! with `--allow-other`, and on a temporary folder of the local disk. Every case that passes
-//! on the local disk must pass in the workspace, except the few listed in [`KNOWN`], each
+//! on the local disk must pass in the workspace, except those listed in [`KNOWN`], each
 //! with its reason (docs/workspaces.md has the same list).
 //!
 //! Needs root, /dev/fuse and the pjdfstest binary; under `CI=true` (or
@@ -18,29 +18,11 @@ use common::mounted::{can_mount, is_mounted, spawn_mount};
 use common::*;
 
 /// Cases that pass on a local disk but cannot pass in a workspace, and why.
-const KNOWN: &[(&str, &str)] = &[
-    (
-        "link::link_count_max",
-        "skipped, not failed: glibc's pathconf(_PC_LINK_MAX) knows no limit for FUSE file \
+const KNOWN: &[(&str, &str)] = &[(
+    "link::link_count_max",
+    "skipped, not failed: glibc's pathconf(_PC_LINK_MAX) knows no limit for FUSE file \
          systems and answers 127 (\"unknown\"), so pjdfstest does not run the case",
-    ),
-    (
-        "mkdir::uid_gid_eq_euid_egid",
-        "files created through the mount belong to the user who mounted, not the caller (issue 18)",
-    ),
-    (
-        "mkfifo::uid_gid_eq_euid_egid",
-        "files created through the mount belong to the user who mounted, not the caller (issue 18)",
-    ),
-    (
-        "mknod::uid_gid_eq_euid_egid",
-        "files created through the mount belong to the user who mounted, not the caller (issue 18)",
-    ),
-    (
-        "open::uid_gid_eq_euid_egid",
-        "files created through the mount belong to the user who mounted, not the caller (issue 18)",
-    ),
-];
+)];
 
 /// pjdfstest's settings: `naptime` above ext4's timestamp granularity (a jiffy, 4 ms), so
 /// the time-change cases are not flaky on the local disk; the dummy users it switches to.
