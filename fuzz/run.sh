@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run each cargo-fuzz target for a bounded time on its checked-in corpus (for .ci/run, once it
-# has passed a first full run; cargo-fuzz is installed here when missing).
+# Run each cargo-fuzz target for a bounded time on its checked-in corpus (.ci/run calls this;
+# cargo-fuzz is installed here when missing).
 # The corpus in fuzz/corpus/TARGET is read, never written: what a run discovers goes to a
 # temporary folder and is dropped. A crash fails this script and leaves the input that
 # caused it in fuzz/artifacts/TARGET/ (run it again with `cargo fuzz run TARGET FILE`).

@@ -60,6 +60,10 @@ if ! command -v pjdfstest >/dev/null && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin
     cargo install --locked pjdfstest --version 0.2.2
 fi
 
+# The fuzz targets (fuzz/, run by .ci/run through fuzz/run.sh) need cargo-fuzz; it builds
+# them on the stable toolchain with RUSTC_BOOTSTRAP=1.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
 cargo build --workspace --all-targets
 cargo test --workspace
 (
