@@ -10,6 +10,7 @@
 
 mod data;
 mod derive;
+mod diff;
 mod gc;
 mod ingest;
 mod inspect;
@@ -80,6 +81,8 @@ enum Command {
     Gc(gc::GcArgs),
     /// Rebuild or refresh the catalog from the store (refs, manifests, pack indexes).
     Sync(remote::SyncArgs),
+    /// What changed between two datasets (from the catalog; reads no data).
+    Diff(diff::DiffArgs),
 }
 
 /// Global settings every command sees.
@@ -173,5 +176,6 @@ fn run(g: &Globals, command: Command) -> Result<i32> {
         Command::Rm(a) => gc::rm(g, a),
         Command::Gc(a) => gc::gc(g, a),
         Command::Sync(a) => remote::sync(g, a),
+        Command::Diff(a) => diff::diff(g, a),
     }
 }

@@ -8,6 +8,7 @@
 
 mod checks;
 mod datasets;
+mod diff;
 pub mod entries;
 mod error;
 mod gc;
@@ -18,6 +19,7 @@ mod workspaces;
 
 pub use checks::SizeMismatch;
 pub use datasets::{DatasetRow, DatasetState, DatasetTotals};
+pub use diff::DiffEntry;
 pub use entries::{Entry, EntryKind};
 pub use gc::{PackUsage, RetiredPack};
 pub use lineage::{LineageInput, LineageRecord};

@@ -2,6 +2,7 @@
 //! [`crate::progress::Progress`].
 
 pub mod derive;
+pub mod diff;
 pub mod export;
 pub mod gc;
 pub mod ingest;
