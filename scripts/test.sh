@@ -64,6 +64,16 @@ fi
 # them on the stable toolchain with RUSTC_BOOTSTRAP=1.
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
+# The web catalog's browser test (tests/ui.rs) drives Debian's headless chromium through
+# chromedriver (WebDriver); under CI=true it fails when they are missing.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [[ $(id -u) == 0 ]]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    else
+        echo "scripts/test.sh: missing chromium; install it (apt-get install chromium chromium-driver)" >&2
+    fi
+fi
+
 cargo build --workspace --all-targets
 cargo test --workspace
 (

@@ -49,6 +49,8 @@ pub struct IngestArgs {
 pub struct EstimateArgs {
     /// The folder to estimate.
     src: PathBuf,
+    #[command(flatten)]
+    price: super::price::PriceArgs,
 }
 
 pub fn init(g: &Globals, a: InitArgs) -> Result<i32> {
@@ -162,7 +164,11 @@ pub fn estimate(g: &Globals, a: EstimateArgs) -> Result<i32> {
     if g.json {
         json_paths(&mut r.skipped);
         r.source = json_path(&r.source);
-        json_line(&r)?;
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(p) = a.price.price_per_gib_month {
+            super::price::add_cost(&mut v, r.new_bytes, p);
+        }
+        json_line(&v)?;
     } else if !g.quiet {
         println!(
             "{}: {} files, {} folders, {} symlinks",
@@ -174,6 +180,10 @@ pub fn estimate(g: &Globals, a: EstimateArgs) -> Result<i32> {
         println!("  logical            {}", bytes(r.bytes));
         println!("  after dedup        {}  (within the source)", bytes(r.unique_bytes));
         println!("  new to this vault  {}  (before compression)", bytes(r.new_bytes));
+        if let Some(p) = a.price.price_per_gib_month {
+            let cost = super::price::money(super::price::monthly_cost(r.new_bytes, p));
+            println!("  monthly cost       {cost}  at {p} per GiB-month (at most: before compression)");
+        }
         println!("  took {:.1} s", r.seconds);
     }
     Ok(0)

@@ -8,6 +8,7 @@ use dsvault::catalog::DatasetRow;
 use dsvault::{DatasetRef, Kind};
 
 use super::output::{bytes, json_line, timestamp};
+use super::price::{add_cost, money, monthly_cost};
 use super::Globals;
 
 #[derive(Args, Debug)]
@@ -15,6 +16,12 @@ pub struct LsArgs {
     /// `gold`, `derived`, or a dataset NAME (all its versions).
     #[arg(value_parser = ls_filter)]
     filter: Option<LsFilter>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    price: super::price::PriceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -116,10 +123,22 @@ pub fn show(g: &Globals, a: ShowArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub fn stats(g: &Globals) -> Result<i32> {
+pub fn stats(g: &Globals, a: StatsArgs) -> Result<i32> {
     let s = dsvault::ops::stats::stats(&g.open_vault()?)?;
+    let price = a.price.price_per_gib_month;
     if g.json {
-        json_line(&s)?;
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(p) = price {
+            add_cost(&mut v, s.stored_bytes, p);
+            for (d, dv) in s
+                .datasets
+                .iter()
+                .zip(v["datasets"].as_array_mut().into_iter().flatten())
+            {
+                add_cost(dv, d.stored_bytes, p);
+            }
+        }
+        json_line(&v)?;
         return Ok(0);
     }
     println!(
@@ -146,5 +165,20 @@ pub fn stats(g: &Globals) -> Result<i32> {
         s.chunks,
         s.dedup_ratio
     );
+    if let Some(p) = price {
+        println!(
+            "monthly cost at {p} per GiB-month: {} for the vault's {} stored",
+            money(monthly_cost(s.stored_bytes, p)),
+            bytes(s.stored_bytes)
+        );
+        for d in s.datasets.iter().filter(|d| d.stored_bytes > 0) {
+            println!(
+                "  {:<40} {:>12}  for the {} it added",
+                d.dataset,
+                money(monthly_cost(d.stored_bytes, p)),
+                bytes(d.stored_bytes)
+            );
+        }
+    }
     Ok(0)
 }

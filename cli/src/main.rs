@@ -16,9 +16,11 @@ mod ingest;
 mod inspect;
 mod mount;
 mod output;
+mod price;
 mod progress;
 mod remote;
 mod run;
+mod ui;
 mod workspace;
 
 use std::path::PathBuf;
@@ -58,7 +60,7 @@ enum Command {
     /// A dataset's root hash, size, stored bytes and origin.
     Show(inspect::ShowArgs),
     /// Logical versus stored bytes, per dataset and for the vault.
-    Stats,
+    Stats(inspect::StatsArgs),
     /// Write one file of a dataset to stdout.
     Cat(data::CatArgs),
     /// Materialise a dataset as plain files in a new folder.
@@ -83,6 +85,8 @@ enum Command {
     Sync(remote::SyncArgs),
     /// What changed between two datasets (from the catalog; reads no data).
     Diff(diff::DiffArgs),
+    /// Serve a read-only web catalog of the vault (datasets, files, diffs, lineage, storage).
+    Ui(ui::UiArgs),
 }
 
 /// Global settings every command sees.
@@ -164,7 +168,7 @@ fn run(g: &Globals, command: Command) -> Result<i32> {
         Command::Estimate(a) => ingest::estimate(g, a),
         Command::Ls(a) => inspect::ls(g, a),
         Command::Show(a) => inspect::show(g, a),
-        Command::Stats => inspect::stats(g),
+        Command::Stats(a) => inspect::stats(g, a),
         Command::Cat(a) => data::cat(g, a),
         Command::Export(a) => data::export(g, a),
         Command::Verify(a) => data::verify(g, a),
@@ -177,5 +181,6 @@ fn run(g: &Globals, command: Command) -> Result<i32> {
         Command::Gc(a) => gc::gc(g, a),
         Command::Sync(a) => remote::sync(g, a),
         Command::Diff(a) => diff::diff(g, a),
+        Command::Ui(a) => ui::ui(g, a),
     }
 }

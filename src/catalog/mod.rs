@@ -6,6 +6,7 @@
 //! Never: reads or writes packs; immutability of sealed datasets is enforced here by triggers
 //! as well as by the code above.
 
+mod browse;
 mod checks;
 mod datasets;
 mod diff;

@@ -7,6 +7,7 @@ pub mod export;
 pub mod gc;
 pub mod ingest;
 pub mod lineage;
+pub mod read;
 pub mod recover;
 pub mod remove;
 pub mod run;
