@@ -4,6 +4,7 @@
 # with every file rewritten (the worst case: every file of B needs its chunk lookup).
 # Times `dsvault diff` (JSON and text) against `dsvault ls` in the same run (issue 16:
 # 100,000-file datasets in under a second).
+# DSVAULT_BIN=PATH runs another binary (with --no-build).
 #
 # usage: bench/diff.sh [--files N] [--workdir DIR] [--keep] [--no-build]
 set -euo pipefail
@@ -34,7 +35,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DSVAULT=${CARGO_TARGET_DIR:-$REPO/target}/release/dsvault
+DSVAULT=${DSVAULT_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/dsvault}
 mkdir -p "$WORKDIR"
 W=$(cd "$WORKDIR" && pwd)
 LOG=$W/logs

@@ -567,7 +567,7 @@ fn stats_and_estimate_give_monthly_costs_at_a_price() {
         "{text}"
     );
     for bad in ["-1", "abc", "inf"] {
-        v.run(["stats", "--price-per-gib-month", bad])
+        v.run(["stats".to_string(), format!("--price-per-gib-month={bad}")])
             .code_is(2)
             .mentions(&["price"]);
     }
