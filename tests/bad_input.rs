@@ -492,3 +492,34 @@ fn init_with_an_unreachable_store_leaves_no_half_vault() {
     TestVault::at(&existing).run(["init"]).ok();
     TestVault::at(&existing).verify();
 }
+
+/// A reader that went away (`dsvault stats | head -0`) ends the command normally: exit 0, no
+/// panic message. The pipe's read end is closed before the command starts, so every write it
+/// makes fails with EPIPE.
+#[test]
+fn a_closed_stdout_is_a_normal_exit_for_every_text_command() {
+    let vault = TestVault::new();
+    let src = tempdir();
+    write_file(src.path(), "a.txt", b"alpha\n");
+    write_file(src.path(), "b/c.txt", b"gamma\n");
+    vault.ingest_ok(src.path(), "ds", "v1", &[]);
+    for args in [
+        &["ls"][..],
+        &["show", "ds@v1"],
+        &["stats"],
+        &["lineage", "ds@v1"],
+        &["diff", "ds@v1", "ds@v1"],
+        &["cat", "ds@v1", "a.txt"],
+        &["verify"],
+        &["workspace", "ls"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = vault.cmd();
+        cmd.args(args).stdout(writer);
+        let out = run_cmd(cmd);
+        assert_eq!(out.code(), Some(0), "{args:?} with a closed stdout: {}", out.text());
+        assert!(!out.text().contains("panicked"), "{args:?} panicked: {}", out.text());
+    }
+    vault.verify();
+}

@@ -64,7 +64,7 @@ pub fn export(g: &Globals, a: ExportArgs) -> Result<i32> {
         r.destination = json_path(&r.destination);
         json_line(&with_remote_stats(&vault, &r)?)?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "{} -> {}: {} files, {} folders, {} symlinks, {}",
             r.dataset,
             r.destination.display(),
@@ -90,7 +90,7 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
                 (Some(d), None) => format!("{d}: "),
                 _ => String::new(),
             };
-            println!("{}: {place}{}", p.kind, p.detail);
+            outln!("{}: {place}{}", p.kind, p.detail);
         }
         let read = if a.read_data {
             format!(", {} re-hashed", bytes(r.bytes_read))
@@ -99,7 +99,7 @@ pub fn verify(g: &Globals, a: VerifyArgs) -> Result<i32> {
         };
         if r.is_clean() {
             if !g.quiet {
-                println!("ok: {} datasets, {} packs{read}", r.datasets, r.packs);
+                outln!("ok: {} datasets, {} packs{read}", r.datasets, r.packs);
             }
         } else {
             eprintln!(

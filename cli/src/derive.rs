@@ -68,7 +68,7 @@ pub fn derive(g: &Globals, a: DeriveArgs) -> Result<i32> {
         }
         json_line(&r)?;
     } else if !g.quiet {
-        print_derive(&r);
+        print_derive(&r)?;
     }
     Ok(0)
 }
@@ -84,19 +84,24 @@ pub fn warn_unchanged(g: &Globals, r: &DeriveReport) {
     }
 }
 
-fn print_derive(r: &DeriveReport) {
-    print_sealed(&r.dataset, &r.root, r.already_present);
-    println!(
+fn print_derive(r: &DeriveReport) -> Result<()> {
+    print_sealed(&r.dataset, &r.root, r.already_present)?;
+    outln!(
         "  {} files ({} unchanged from the bases, {} from the workspace), {} folders, {} symlinks",
-        r.files, r.files_referenced, r.files_from_upper, r.dirs, r.symlinks
+        r.files,
+        r.files_referenced,
+        r.files_from_upper,
+        r.dirs,
+        r.symlinks
     );
-    println!(
+    outln!(
         "  {} logical, {} new in the store ({:.1} s)",
         bytes(r.bytes),
         bytes(r.stored_bytes),
         r.seconds
     );
     warn_skipped(r);
+    Ok(())
 }
 
 /// A warning for each special file a derive left out (`--skip-special`).
@@ -112,14 +117,14 @@ pub fn lineage(g: &Globals, a: LineageArgs) -> Result<i32> {
     if g.json {
         json_line(&tree)?;
     } else {
-        print_node(&tree, "", "");
+        print_node(&tree, "", "")?;
     }
     Ok(0)
 }
 
 /// One line per dataset, children indented under their parent.
-fn print_node(n: &LineageNode, first: &str, rest: &str) {
-    println!("{first}{}", describe(n));
+fn print_node(n: &LineageNode, first: &str, rest: &str) -> Result<()> {
+    outln!("{first}{}", describe(n));
     for (i, input) in n.inputs.iter().enumerate() {
         let last = i + 1 == n.inputs.len();
         let (branch, pad) = if last {
@@ -127,8 +132,9 @@ fn print_node(n: &LineageNode, first: &str, rest: &str) {
         } else {
             ("├── ", "│   ")
         };
-        print_node(input, &format!("{rest}{branch}"), &format!("{rest}{pad}"));
+        print_node(input, &format!("{rest}{branch}"), &format!("{rest}{pad}"))?;
     }
+    Ok(())
 }
 
 fn describe(n: &LineageNode) -> String {

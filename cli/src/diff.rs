@@ -29,19 +29,19 @@ pub fn diff(g: &Globals, a: DiffArgs) -> Result<i32> {
     if g.json {
         json_line(&report)?;
     } else {
-        print_text(&report);
+        print_text(&report)?;
     }
     Ok(0)
 }
 
-fn print_text(r: &DiffReport) {
+fn print_text(r: &DiffReport) -> Result<()> {
     let place = r.path.as_ref().map(|p| format!(" under {p}")).unwrap_or_default();
-    println!("{} -> {}{place}", r.a, r.b);
+    outln!("{} -> {}{place}", r.a, r.b);
     for c in &r.changes {
-        println!("{}", change_line(c));
+        outln!("{}", change_line(c));
     }
     let t = &r.totals;
-    println!(
+    outln!(
         "{} added ({}), {} removed ({}), {} modified ({}), {} mode, {} symlink target, {} type changed, {} unchanged",
         t.added,
         bytes(t.added_bytes),
@@ -54,7 +54,7 @@ fn print_text(r: &DiffReport) {
         t.type_changed,
         t.unchanged
     );
-    println!(
+    outln!(
         "{} of {}'s {} ({:.1}%) already stored by {}; {} new",
         bytes(t.b_bytes_in_a),
         r.b,
@@ -63,6 +63,7 @@ fn print_text(r: &DiffReport) {
         r.a,
         bytes(t.new_bytes)
     );
+    Ok(())
 }
 
 /// `M path  1.0 KiB -> 2.0 KiB, 1.0 KiB new` and the like.

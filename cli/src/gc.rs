@@ -52,7 +52,7 @@ pub fn rm(g: &Globals, a: RmArgs) -> Result<i32> {
     if g.json {
         json_line(&r)?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "removed {} ({} files, {}); `dsvault gc` reclaims its unshared bytes",
             r.dataset,
             r.files,
@@ -95,7 +95,7 @@ pub fn gc(g: &Globals, a: GcArgs) -> Result<i32> {
         json_line(&r)?;
     } else if !g.quiet {
         let verb = if r.dry_run { "would free" } else { "freed" };
-        println!(
+        outln!(
             "{verb} {} ({} packs removed, {} repacked rewriting {}, {} unused contents); {} pack files deleted, {} waiting for the grace period",
             bytes(r.bytes_freed),
             r.packs_removed,
@@ -126,12 +126,12 @@ fn shared_gc(g: &Globals, vault: &dsvault::Vault, opts: &GcOptions) -> Result<i3
         ("deleted", "condemned")
     };
     for o in &r.deleted {
-        println!("{deleted} {} ({}): {}", o.key, bytes(o.bytes), o.why);
+        outln!("{deleted} {} ({}): {}", o.key, bytes(o.bytes), o.why);
     }
     for o in &r.condemned {
-        println!("{condemned} {} ({}): {}", o.key, bytes(o.bytes), o.why);
+        outln!("{condemned} {} ({}): {}", o.key, bytes(o.bytes), o.why);
     }
-    println!(
+    outln!(
         "{} {}: {} objects, {} freed; {condemned} {} objects ({}) for the next run; {} spared, {} waiting for older leases, {} younger than the grace period",
         r.store,
         if r.dry_run { "(dry run)" } else { "" },

@@ -61,7 +61,7 @@ pub fn init(g: &Globals, a: InitArgs) -> Result<i32> {
         json_line(&serde_json::json!({ "vault": vault.dir(), "store": vault.config().store, "shared": shared }))?;
     } else if !g.quiet {
         let with = shared.map_or(String::new(), |group| format!(", shared with group {group}"));
-        println!(
+        outln!(
             "created vault {} (store {}{with})",
             vault.dir().display(),
             vault.config().store
@@ -120,15 +120,15 @@ pub fn ingest(g: &Globals, a: IngestArgs) -> Result<i32> {
         json_paths(&mut report.skipped);
         json_line(&super::remote::with_remote_stats(&vault, &report)?)?;
     } else if !g.quiet {
-        print_ingest(&report);
+        print_ingest(&report)?;
     }
     Ok(0)
 }
 
-fn print_ingest(r: &IngestReport) {
+fn print_ingest(r: &IngestReport) -> Result<()> {
     let rate = r.bytes as f64 / r.seconds.max(1e-9) / (1024.0 * 1024.0);
-    print_sealed(&r.dataset, &r.root, r.already_present);
-    println!(
+    print_sealed(&r.dataset, &r.root, r.already_present)?;
+    outln!(
         "  {} files, {} folders, {} symlinks, {} logical, {} new in the store ({:.1} s, {rate:.0} MiB/s{})",
         r.files,
         r.dirs,
@@ -142,6 +142,7 @@ fn print_ingest(r: &IngestReport) {
             String::new()
         }
     );
+    Ok(())
 }
 
 pub fn estimate(g: &Globals, a: EstimateArgs) -> Result<i32> {
@@ -170,21 +171,21 @@ pub fn estimate(g: &Globals, a: EstimateArgs) -> Result<i32> {
         }
         json_line(&v)?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "{}: {} files, {} folders, {} symlinks",
             r.source.display(),
             r.files,
             r.dirs,
             r.symlinks
         );
-        println!("  logical            {}", bytes(r.bytes));
-        println!("  after dedup        {}  (within the source)", bytes(r.unique_bytes));
-        println!("  new to this vault  {}  (before compression)", bytes(r.new_bytes));
+        outln!("  logical            {}", bytes(r.bytes));
+        outln!("  after dedup        {}  (within the source)", bytes(r.unique_bytes));
+        outln!("  new to this vault  {}  (before compression)", bytes(r.new_bytes));
         if let Some(p) = a.price.price_per_gib_month {
             let cost = super::price::money(super::price::monthly_cost(r.new_bytes, p));
-            println!("  monthly cost       {cost}  at {p} per GiB-month (at most: before compression)");
+            outln!("  monthly cost       {cost}  at {p} per GiB-month (at most: before compression)");
         }
-        println!("  took {:.1} s", r.seconds);
+        outln!("  took {:.1} s", r.seconds);
     }
     Ok(0)
 }

@@ -76,7 +76,7 @@ pub fn ls(g: &Globals, a: LsArgs) -> Result<i32> {
             json_line(&dataset_json(&d))?;
         } else {
             let root = d.root.map(|r| r.to_hex()[..16].to_string()).unwrap_or_default();
-            println!(
+            outln!(
                 "{:<40} {root}  {:>8} files  {:>10}",
                 d.name.to_string(),
                 d.files,
@@ -94,19 +94,21 @@ pub fn show(g: &Globals, a: ShowArgs) -> Result<i32> {
         json_line(&dataset_json(&d))?;
         return Ok(0);
     }
-    println!("{}", d.name);
-    println!("  root          {}", d.root.map(|r| r.to_hex()).unwrap_or_default());
-    println!(
+    outln!("{}", d.name);
+    outln!("  root          {}", d.root.map(|r| r.to_hex()).unwrap_or_default());
+    outln!(
         "  files         {} ({} folders, {} symlinks)",
-        d.files, d.dirs, d.symlinks
+        d.files,
+        d.dirs,
+        d.symlinks
     );
-    println!("  logical       {} ({} bytes)", bytes(d.bytes), d.bytes);
-    println!(
+    outln!("  logical       {} ({} bytes)", bytes(d.bytes), d.bytes);
+    outln!(
         "  stored        {} added by this dataset's ingest",
         bytes(d.stored_bytes)
     );
-    println!("  source        {}", d.source.as_deref().unwrap_or("-"));
-    println!("  sealed        {}", d.sealed_at.map(timestamp).unwrap_or_default());
+    outln!("  source        {}", d.source.as_deref().unwrap_or("-"));
+    outln!("  sealed        {}", d.sealed_at.map(timestamp).unwrap_or_default());
     let lineage = match catalog.lineage(d.id)? {
         _ if d.name.kind == Kind::Gold => "gold (ingested from source)".to_string(),
         Some(l) => {
@@ -119,7 +121,7 @@ pub fn show(g: &Globals, a: ShowArgs) -> Result<i32> {
         }
         None => "-".to_string(),
     };
-    println!("  lineage       {lineage}");
+    outln!("  lineage       {lineage}");
     Ok(0)
 }
 
@@ -141,12 +143,16 @@ pub fn stats(g: &Globals, a: StatsArgs) -> Result<i32> {
         json_line(&v)?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<40} {:>10} {:>12} {:>12} {:>12}",
-        "dataset", "files", "logical", "added", "referenced"
+        "dataset",
+        "files",
+        "logical",
+        "added",
+        "referenced"
     );
     for d in &s.datasets {
-        println!(
+        outln!(
             "{:<40} {:>10} {:>12} {:>12} {:>12}",
             d.dataset,
             d.files,
@@ -155,8 +161,8 @@ pub fn stats(g: &Globals, a: StatsArgs) -> Result<i32> {
             bytes(d.referenced_stored_bytes)
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "vault: {} logical in {} datasets, {} stored in {} packs ({} chunks); dedup ratio {:.2}x",
         bytes(s.logical_bytes),
         s.datasets.len(),
@@ -166,13 +172,13 @@ pub fn stats(g: &Globals, a: StatsArgs) -> Result<i32> {
         s.dedup_ratio
     );
     if let Some(p) = price {
-        println!(
+        outln!(
             "monthly cost at {p} per GiB-month: {} for the vault's {} stored",
             money(monthly_cost(s.stored_bytes, p)),
             bytes(s.stored_bytes)
         );
         for d in s.datasets.iter().filter(|d| d.stored_bytes > 0) {
-            println!(
+            outln!(
                 "  {:<40} {:>12}  for the {} it added",
                 d.dataset,
                 money(monthly_cost(d.stored_bytes, p)),

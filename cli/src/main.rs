@@ -8,6 +8,16 @@
 //! one operation and renders its report. Exit codes: 0 success, 1 error, 2 usage error.
 //! A closed stdout (`dsvault ls | head`) is a normal exit.
 
+/// `println!` that returns a closed stdout as an error (through `?`) instead of panicking, so
+/// `dsvault stats | head` ends as a normal exit (see [`is_broken_pipe`]). Use it in every
+/// command body; it needs a function returning `anyhow::Result`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod data;
 mod derive;
 mod diff;

@@ -38,12 +38,13 @@ pub fn bytes(n: u64) -> String {
 }
 
 /// The first line after ingest or derive: the dataset and its root, or that it already existed.
-pub fn print_sealed(dataset: &str, root: &dsvault::RootHash, already_present: bool) {
+pub fn print_sealed(dataset: &str, root: &dsvault::RootHash, already_present: bool) -> Result<()> {
     if already_present {
-        println!("{dataset} already present with the same content (root {root}); nothing sealed");
+        outln!("{dataset} already present with the same content (root {root}); nothing sealed");
     } else {
-        println!("{dataset}  root {root}");
+        outln!("{dataset}  root {root}");
     }
+    Ok(())
 }
 
 /// Seconds since the epoch as an ISO-8601 UTC date and time.

@@ -32,7 +32,7 @@ pub fn sync(g: &Globals, a: SyncArgs) -> Result<i32> {
             eprintln!("dsvault: warning: {p}");
         }
         if !g.quiet {
-            println!(
+            outln!(
                 "synced with {}: {} packs ({} new), {} datasets ({} new) in {:.1} s",
                 r.store,
                 r.packs,
@@ -42,10 +42,10 @@ pub fn sync(g: &Globals, a: SyncArgs) -> Result<i32> {
                 r.seconds
             );
             for d in &r.datasets_imported {
-                println!("  + {d}");
+                outln!("  + {d}");
             }
             for d in &r.datasets_pruned {
-                println!("  - {d} (gone from the store)");
+                outln!("  - {d} (gone from the store)");
             }
             let kept: Vec<&String> = r
                 .datasets_gone
@@ -53,7 +53,7 @@ pub fn sync(g: &Globals, a: SyncArgs) -> Result<i32> {
                 .filter(|d| !r.datasets_pruned.contains(d))
                 .collect();
             for d in &kept {
-                println!("  ? {d}: gone from the store (removed elsewhere); `dsvault sync --prune` drops it here");
+                outln!("  ? {d}: gone from the store (removed elsewhere); `dsvault sync --prune` drops it here");
             }
         }
     }

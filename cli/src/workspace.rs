@@ -72,7 +72,7 @@ pub fn workspace(g: &Globals, a: WorkspaceArgs) -> Result<i32> {
             if g.json {
                 json_line(&workspace_json(&w))?;
             } else if !g.quiet {
-                println!("workspace {}: write into {}", w.name, w.upper.display());
+                outln!("workspace {}: write into {}", w.name, w.upper.display());
             }
         }
         WorkspaceCommand::Ls => {
@@ -81,7 +81,7 @@ pub fn workspace(g: &Globals, a: WorkspaceArgs) -> Result<i32> {
                     json_line(&workspace_json(&w))?;
                 } else {
                     let bases: Vec<String> = w.bases.iter().map(|b| b.name.to_string()).collect();
-                    println!(
+                    outln!(
                         "{:<24} {:<12} {}  over {}",
                         w.name,
                         owner_name(&w),
@@ -96,7 +96,7 @@ pub fn workspace(g: &Globals, a: WorkspaceArgs) -> Result<i32> {
             if g.json {
                 json_line(&json!({ "removed": name }))?;
             } else if !g.quiet {
-                println!("removed workspace {name}; `dsvault gc` reclaims what only it used");
+                outln!("removed workspace {name}; `dsvault gc` reclaims what only it used");
             }
         }
     }

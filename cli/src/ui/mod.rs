@@ -104,7 +104,7 @@ async fn serve(vault: Vault, listen: SocketAddr, token: Option<String>, price: O
         None => format!("http://{addr}/"),
     };
     // The one line scripts (and the tests) read: where to point a browser.
-    println!("dsvault ui: serving {url}");
+    outln!("dsvault ui: serving {url}");
     std::io::Write::flush(&mut std::io::stdout())?;
     let app = Arc::new(App {
         vault,
