@@ -172,6 +172,12 @@ pub enum Error {
     BaseMissing { workspace: String, dataset: String },
     #[error("{dataset} is a base of workspace {workspace}; `dsvault workspace rm {workspace}` first")]
     InUseByWorkspace { dataset: String, workspace: String },
+    #[error("{dataset} is a base of workspace {workspace} on {host} (pinned in the store); run `dsvault workspace rm {workspace}` on {host} first")]
+    PinnedByWorkspace {
+        dataset: String,
+        workspace: String,
+        host: String,
+    },
     #[error("{0} is gold: gold datasets are removed only with --force-gold and a typed confirmation")]
     GoldProtected(String),
     #[error("{path:?} is not a valid path in a workspace: {reason}")]

@@ -43,10 +43,17 @@ pub fn remove(vault: &Vault, dataset: &DatasetRef, force_gold: bool) -> Result<R
         }
     }
     if let Some(root) = d.root.filter(|_| vault.store().is_shared()) {
-        if let Some(holder) = super::shared_gc::pinned_by(vault.store(), root)?.into_iter().next() {
-            return Err(Error::InUseByWorkspace {
-                dataset: d.name.to_string(),
-                workspace: holder,
+        // By name and root: another ref to the same content can go, since gc keeps every
+        // pinned root whatever names it.
+        let name = d.name.to_string();
+        if let Some((workspace, host)) = super::shared_gc::pinned_by(vault.store(), &name, root)?
+            .into_iter()
+            .next()
+        {
+            return Err(Error::PinnedByWorkspace {
+                dataset: name,
+                workspace,
+                host,
             });
         }
     }

@@ -160,14 +160,14 @@ pub(crate) fn unpin_workspace(vault: &Vault, dir: &std::path::Path) -> Result<()
     }
 }
 
-/// The pins in the store that name `root`, as "workspace W on HOST".
-pub(crate) fn pinned_by(store: &Store, root: RootHash) -> Result<Vec<String>> {
+/// The pins in the store that name `dataset` with `root`, as (workspace, host).
+pub(crate) fn pinned_by(store: &Store, dataset: &str, root: RootHash) -> Result<Vec<(String, String)>> {
     let hex = root.to_hex();
     Ok(store
         .pins()?
         .into_iter()
-        .filter(|(_, p)| p.bases.iter().any(|(_, r)| *r == hex))
-        .map(|(_, p)| format!("workspace {} on {}", p.workspace, p.host))
+        .filter(|(_, p)| p.bases.iter().any(|(name, r)| name == dataset && *r == hex))
+        .map(|(_, p)| (p.workspace, p.host))
         .collect())
 }
 
