@@ -78,12 +78,15 @@ impl Catalog {
 
     /// A content's size in chunk bytes, and how many of those bytes are in chunks that some
     /// file of the dataset `stored_in` also uses.
+    /// The `+` on `e.dataset_id` keeps SQLite from walking every entry of `stored_in` through
+    /// the (dataset_id, parent, name) index for each chunk (33 s for a 1%-changed 100k-file
+    /// diff); the chunk's few content rows, then their entries, are the short way.
     pub fn content_bytes_in(&self, content_id: i64, stored_in: i64) -> Result<(u64, u64)> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT COALESCE(SUM(c.raw_len), 0),
                     COALESCE(SUM(CASE WHEN EXISTS (
                         SELECT 1 FROM content_chunks x JOIN entries e ON e.content_id = x.content_id
-                        WHERE x.chunk_hash = cc.chunk_hash AND e.dataset_id = ?2) THEN c.raw_len ELSE 0 END), 0)
+                        WHERE x.chunk_hash = cc.chunk_hash AND +e.dataset_id = ?2) THEN c.raw_len ELSE 0 END), 0)
              FROM content_chunks cc JOIN chunks c ON c.hash = cc.chunk_hash
              WHERE cc.content_id = ?1",
         )?;
