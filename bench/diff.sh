@@ -87,8 +87,10 @@ best() {
     local name=$1; shift
     local best=
     for _ in 1 2 3 4 5; do
-        /usr/bin/time -f '%e' -o "$LOG/$name.time" "$@" >"$LOG/$name.out" 2>"$LOG/$name.err"
-        local t; t=$(cat "$LOG/$name.time")
+        if ! /usr/bin/time -f '%e' -o "$LOG/$name.time" "$@" >"$LOG/$name.out" 2>"$LOG/$name.err"; then
+            log "$name failed: $*"; cat "$LOG/$name.err" >&2; exit 1
+        fi
+        local t; t=$(tail -n 1 "$LOG/$name.time")
         if [[ -z $best ]] || awk "BEGIN { exit !($t < $best) }"; then best=$t; fi
     done
     echo "$best"
@@ -100,7 +102,7 @@ same_s=$(best same "${D[@]}" --json diff many@v1 many@v1)
 json_s=$(best json "${D[@]}" --json diff many@v1 many@v2)
 text_s=$(best text "${D[@]}" diff many@v1 many@v2)
 all_s=$(best all "${D[@]}" --json diff many@v1 many@v3)
-path_s=$(best path "${D[@]}" --json diff many@v1 many@v3 d0042)
+path_s=$(best path "${D[@]}" --json diff many@v1 many@v3 d0000)
 changes=$(python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['totals']; print(t['added'], 'added,', t['removed'], 'removed,', t['modified'], 'modified,', t['mode'], 'mode')" "$LOG/json.out")
 all_changes=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['changes']))" "$LOG/all.out")
 
