@@ -119,5 +119,5 @@ Command: \`bench/diff.sh --files $FILES\`; $FILES files of 0-2 KiB in folders of
 | \`diff --json v1 v2\` ($changes) | $json_s |
 | \`diff v1 v2\` (text) | $text_s |
 | \`diff --json v1 v3\` (every file rewritten: $all_changes changes) | $all_s |
-| \`diff --json v1 v3 d0042\` (one folder of 1000) | $path_s |
+| \`diff --json v1 v3 d0000\` (one folder of 1000) | $path_s |
 EOF
