@@ -8,6 +8,8 @@
 #
 # usage: bench/diff.sh [--files N] [--workdir DIR] [--keep] [--no-build]
 set -euo pipefail
+BENCH=diff.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -34,18 +36,16 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DSVAULT=${DSVAULT_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/dsvault}
+DSVAULT=${DSVAULT_BIN:-$DSVAULT}
 mkdir -p "$WORKDIR"
 W=$(cd "$WORKDIR" && pwd)
 LOG=$W/logs
 mkdir -p "$LOG"
-log() { printf '[diff.sh] %s\n' "$*" >&2; }
 cleanup() { if [[ $KEEP == 0 ]]; then rm -rf "$W"; fi; }
 trap cleanup EXIT
 
 if [[ $BUILD == 1 ]]; then
-    (cd "$REPO" && cargo build --release --quiet -p dsvault-cli)
+    build_release "$LOG/build.log" || die "build failed, see $LOG/build.log"
 fi
 
 log "generating $FILES files, and the two changed copies"
