@@ -20,22 +20,12 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, CWD};
 
-/// What kind of file an upper entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Dir,
-    File,
-    Symlink,
-    Fifo,
-    Socket,
-    BlockDevice,
-    CharDevice,
-}
+use crate::vfs::NodeKind;
 
 /// The `stat` of an upper-layer entry.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta {
-    pub kind: Kind,
+    pub kind: NodeKind,
     /// Permission bits (with setuid, setgid and sticky).
     pub perm: u32,
     pub nlink: u64,
@@ -53,11 +43,11 @@ pub(crate) struct Meta {
 
 impl Meta {
     pub fn is_dir(&self) -> bool {
-        self.kind == Kind::Dir
+        self.kind == NodeKind::Dir
     }
 
     pub fn is_symlink(&self) -> bool {
-        self.kind == Kind::Symlink
+        self.kind == NodeKind::Symlink
     }
 
     #[allow(clippy::unnecessary_cast)] // field types differ between architectures
@@ -88,15 +78,15 @@ impl Meta {
     }
 }
 
-fn kind_of(mode: u32) -> Kind {
+fn kind_of(mode: u32) -> NodeKind {
     match mode & libc::S_IFMT {
-        libc::S_IFDIR => Kind::Dir,
-        libc::S_IFLNK => Kind::Symlink,
-        libc::S_IFIFO => Kind::Fifo,
-        libc::S_IFSOCK => Kind::Socket,
-        libc::S_IFBLK => Kind::BlockDevice,
-        libc::S_IFCHR => Kind::CharDevice,
-        _ => Kind::File,
+        libc::S_IFDIR => NodeKind::Dir,
+        libc::S_IFLNK => NodeKind::Symlink,
+        libc::S_IFIFO => NodeKind::Fifo,
+        libc::S_IFSOCK => NodeKind::Socket,
+        libc::S_IFBLK => NodeKind::BlockDevice,
+        libc::S_IFCHR => NodeKind::CharDevice,
+        _ => NodeKind::File,
     }
 }
 

@@ -76,15 +76,7 @@ fn attr_of(ino: u64, found: &Found, ws: &Ws) -> Attr {
 
 /// Attributes of an upper-layer file.
 pub(crate) fn meta_attr(ino: u64, m: &at::Meta) -> Attr {
-    let kind = match m.kind {
-        at::Kind::Dir => NodeKind::Dir,
-        at::Kind::File => NodeKind::File,
-        at::Kind::Symlink => NodeKind::Symlink,
-        at::Kind::Fifo => NodeKind::Fifo,
-        at::Kind::Socket => NodeKind::Socket,
-        at::Kind::BlockDevice => NodeKind::BlockDevice,
-        at::Kind::CharDevice => NodeKind::CharDevice,
-    };
+    let kind = m.kind;
     Attr {
         ino,
         kind,
