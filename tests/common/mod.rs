@@ -6,6 +6,7 @@
 
 pub mod azurite;
 pub mod fault_proxy;
+pub mod gcs;
 pub mod mounted;
 pub mod require;
 pub mod s3;
@@ -34,6 +35,7 @@ pub fn dsvault() -> Command {
     cmd.env_remove("DSVAULT_DIR")
         .env_remove("DSVAULT_CRASH_AT")
         .env_remove("DSVAULT_LOG")
+        .env_remove("DSVAULT_ALLOW_HTTP")
         .stdin(Stdio::null());
     cmd
 }
