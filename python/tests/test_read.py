@@ -106,8 +106,8 @@ def test_reads_release_the_gil(local_vault, source):
 
 def test_a_warm_cache_reads_no_pack_bytes_from_the_store(tmp_path, source, moto):
     """Object-store vault: a first (cold) pass GETs pack ranges into the vault's disk cache;
-    a new handle then reads every file right without GETting any pack bytes again (the
-    store only answers a HEAD per pack, the library's check that its cache is current)."""
+    a new handle then reads every file right without GETting any pack bytes again
+    (test_cache_dir.py checks that it makes no HEAD either)."""
     from conftest import Moto, run
 
     server = Moto(tmp_path)
