@@ -240,11 +240,13 @@ impl DatasetReader {
     /// Open file `path` (following symlinks) for [`DatasetReader::read_at`]; the handle
     /// stays valid until [`DatasetReader::close`].
     pub fn open_file(&self, path: &DatasetPath) -> VfsResult<(u64, PathInfo)> {
-        let info = self.stat(path)?;
-        if info.kind == NodeKind::Dir {
-            return Err(VfsError::IsADirectory);
-        }
-        let entry = self.entry(&info.path)?.ok_or(VfsError::NotFound)?;
+        let entry = match self.resolve_entry(path, true)? {
+            Some(e) if e.kind == EntryKind::File => e,
+            Some(e) if e.kind == EntryKind::Symlink => return Err(VfsError::NotFound),
+            _ => return Err(VfsError::IsADirectory),
+        };
+        let mut info = PathInfo::of_entry(&entry);
+        info.name = split_path(path.as_bytes()).1.to_vec();
         Ok((self.vfs.open(super::nodes::entry_ino(entry.id))?, info))
     }
 
@@ -291,16 +293,24 @@ impl DatasetReader {
     /// Resolve `path`: one query when no folder on the way is a symlink, else a walk
     /// component by component that follows them (and the last one when `follow`).
     fn resolve(&self, path: &DatasetPath, follow: bool) -> VfsResult<PathInfo> {
+        Ok(match self.resolve_entry(path, follow)? {
+            Some(e) => PathInfo::of_entry(&e),
+            None => PathInfo::of_root(&self.dataset),
+        })
+    }
+
+    /// The entry `path` resolves to (as [`DatasetReader::resolve`]); `None` for the root.
+    fn resolve_entry(&self, path: &DatasetPath, follow: bool) -> VfsResult<Option<Entry>> {
         if path.is_root() {
-            return Ok(PathInfo::of_root(&self.dataset));
+            return Ok(None);
         }
         match self.entry(path)? {
-            Some(e) if e.kind != EntryKind::Symlink || !follow => Ok(PathInfo::of_entry(&e)),
+            Some(e) if e.kind != EntryKind::Symlink || !follow => Ok(Some(e)),
             _ => self.walk(path, follow),
         }
     }
 
-    fn walk(&self, path: &DatasetPath, follow: bool) -> VfsResult<PathInfo> {
+    fn walk(&self, path: &DatasetPath, follow: bool) -> VfsResult<Option<Entry>> {
         let mut links = 0;
         let mut todo: Vec<Vec<u8>> = path
             .as_bytes()
@@ -309,16 +319,16 @@ impl DatasetReader {
             .map(<[u8]>::to_vec)
             .collect();
         let mut at = DatasetPath::root();
-        let mut info = PathInfo::of_root(&self.dataset);
+        let mut found: Option<Entry> = None;
         while let Some(part) = todo.pop() {
-            if info.kind != NodeKind::Dir {
+            if found.as_ref().is_some_and(|e| e.kind != EntryKind::Dir) {
                 return Err(VfsError::NotADirectory);
             }
             let here = at.join(&part);
             let entry = self.entry(&here)?.ok_or(VfsError::NotFound)?;
             let last = todo.is_empty();
             if entry.kind != EntryKind::Symlink || (last && !follow) {
-                info = PathInfo::of_entry(&entry);
+                found = Some(entry);
                 at = here;
                 continue;
             }
@@ -337,9 +347,9 @@ impl DatasetReader {
                     .map(<[u8]>::to_vec),
             );
             at = DatasetPath::root();
-            info = PathInfo::of_root(&self.dataset);
+            found = None;
         }
-        Ok(info)
+        Ok(found)
     }
 }
 
