@@ -101,3 +101,26 @@ cargo test --workspace
     maturin develop --quiet -m python/Cargo.toml
     python -m pytest -q python/tests
 )
+
+# The documented install, `pip install ./python`, into a fresh venv, then docs/python.md's
+# example run with it. pip builds the wheel through maturin (PEP 517); MATURIN_PEP517_ARGS
+# selects the dev profile so it reuses the build above (the default, release, would build
+# every dependency again: minutes here; that route is the same command without the variable).
+(
+    pipcheck=$(mktemp -d)
+    trap 'rm -rf "$pipcheck"' EXIT
+    python3 -m venv "$pipcheck/venv"
+    MATURIN_PEP517_ARGS="--profile dev" "$pipcheck/venv/bin/pip" install --quiet --disable-pip-version-check ./python
+    target/debug/dsvault --vault "$pipcheck/v" --quiet ingest examples/sample --name sample --version v1
+    cd "$pipcheck" && DSVAULT_DIR="$pipcheck/v" venv/bin/python -c '
+import dsvault, fsspec
+ds = dsvault.open_vault().dataset("gold/sample@v1")
+assert ds.files(), "no files"
+for path in ds.files():
+    with ds.open(path) as f:
+        assert f.read() == ds.read_range(path) and len(f.read()) == 0
+fs = fsspec.filesystem("dsvault")  # through the fsspec.specs entry point
+assert fs.cat_file("gold/sample@v1/" + ds.files()[0]) == ds.read_range(ds.files()[0])
+print("pip install ./python: ok,", len(ds.files()), "files read")
+'
+)
