@@ -109,7 +109,7 @@ impl Vault {
         for sub in ["tmp", "workspaces"] {
             modes.create_dir_all(&dir.join(sub))?;
         }
-        let vault = Vault::assemble(dir, config.clone())?;
+        let vault = Vault::assemble(dir, config.clone(), None)?;
         vault.store.probe()?;
         // Made before SQLite sees them, with the vault's modes: SQLite gives its -wal and
         // -shm files the catalog's mode, whatever the umask.
@@ -123,12 +123,19 @@ impl Vault {
 
     /// Open the vault at `dir`.
     pub fn open(dir: &Path) -> Result<Vault> {
+        Vault::open_cached_in(dir, None)
+    }
+
+    /// Open the vault at `dir`, keeping a remote store's block cache in `cache_dir` (created
+    /// if missing) instead of `<vault>/cache`: how a user who may only read the vault gets a
+    /// cache of their own. A local store has no such cache and ignores it.
+    pub fn open_cached_in(dir: &Path, cache_dir: Option<&Path>) -> Result<Vault> {
         let config_path = dir.join("vault.toml");
         if !config_path.exists() {
             return Err(Error::NoVault(dir.to_path_buf()));
         }
         let config = VaultConfig::load(&config_path)?;
-        Vault::assemble(dir, config)
+        Vault::assemble(dir, config, cache_dir)
     }
 
     /// Open the vault at `dir`, creating it with default settings if there is none.
@@ -139,9 +146,9 @@ impl Vault {
         }
     }
 
-    fn assemble(dir: &Path, config: VaultConfig) -> Result<Vault> {
+    fn assemble(dir: &Path, config: VaultConfig, cache_dir: Option<&Path>) -> Result<Vault> {
         let url = StoreUrl::parse(&config.store)?;
-        let store = Store::open_with(dir, &url, &config.remote, modes_of(&config))?;
+        let store = Store::open_with(dir, &url, &config.remote, modes_of(&config), cache_dir)?;
         let catalog = dir.join("catalog.db");
         let writable = sharing::may(dir, libc::W_OK) && (!catalog.exists() || sharing::may(&catalog, libc::W_OK));
         Ok(Vault {

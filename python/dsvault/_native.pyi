@@ -14,6 +14,7 @@ class ForkedHandleError(RuntimeError):
 
 def open_vault(
     path: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     cache_size: int | None = None,
     memory_cache: int = 33554432,
 ) -> Vault: ...
@@ -21,6 +22,9 @@ def open_vault(
 class Vault:
     @property
     def path(self) -> str: ...
+    @property
+    def options(self) -> dict[str, Any]:
+        """``{"cache_dir", "cache_size", "memory_cache"}`` as given to ``open_vault``."""
     def datasets(self) -> list[str]: ...
     def dataset(self, name: str) -> Dataset: ...
 

@@ -36,16 +36,26 @@ class DsvaultFileSystem(AbstractFileSystem):
     protocol = "dsvault"
     root_marker = ""
 
-    def __init__(self, vault=None, cache_size: int | None = None, memory_cache: int | None = None, **kwargs):
+    def __init__(
+        self,
+        vault=None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size: int | None = None,
+        memory_cache: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        given = {"cache_dir": cache_dir, "cache_size": cache_size, "memory_cache": memory_cache}
+        self._open_args = {k: v for k, v in given.items() if v is not None}
         if isinstance(vault, _native.Vault):
+            # Reopened in each process with the options it was opened with (unless overridden).
+            self._open_args = {**vault.options, **self._open_args}
             vault = vault.path
+        if self._open_args.get("cache_dir") is not None:
+            self._open_args["cache_dir"] = os.fspath(self._open_args["cache_dir"])
         self._vault_path = os.fspath(vault) if vault is not None else os.environ.get("DSVAULT_DIR")
         if self._vault_path is None:
             raise ValueError("dsvault filesystem: pass vault=<the vault's folder> (or set DSVAULT_DIR)")
-        self._open_args = {"cache_size": cache_size}
-        if memory_cache is not None:
-            self._open_args["memory_cache"] = memory_cache
         self._lock = threading.Lock()
         self._state = None  # (pid, vault, {dataset name: Dataset})
 

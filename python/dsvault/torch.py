@@ -42,6 +42,8 @@ class _Source:
 
     def __init__(self, vault, dataset: str, open_args: dict[str, Any]):
         if isinstance(vault, _native.Vault):
+            # Reopened elsewhere with the options it was opened with (unless overridden).
+            open_args = {**vault.options, **open_args}
             vault = vault.path
         self.vault_path = os.fspath(vault)
         self.open_args = open_args

@@ -192,7 +192,15 @@ impl Dataset {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let f = py.import("dsvault._native")?.getattr("_reopen_dataset")?;
         let s = &self.settings;
-        let args = (s.dir.clone(), s.cache_size, s.memory_cache, &self.name, &self.root).into_pyobject(py)?;
+        let args = (
+            s.dir.clone(),
+            s.cache_dir.clone(),
+            s.cache_size,
+            s.memory_cache,
+            &self.name,
+            &self.root,
+        )
+            .into_pyobject(py)?;
         Ok((f, args))
     }
 

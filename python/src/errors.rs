@@ -67,6 +67,9 @@ pub fn lib_err(e: &Error) -> PyErr {
         | Error::MissingPack(_)
         | Error::MissingChunk(_)
         | Error::Damaged(_) => IntegrityError::new_err((libc::EIO, msg)),
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            PyPermissionError::new_err((libc::EACCES, msg))
+        }
         _ => PyOSError::new_err((libc::EIO, msg)),
     }
 }

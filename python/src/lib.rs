@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use dsvault::vfs::{DatasetReader, VfsOptions};
 use dsvault::DatasetRef;
@@ -32,6 +32,8 @@ const DEFAULT_MEMORY_CACHE: u64 = 32 << 20;
 #[derive(Clone, Debug)]
 struct Settings {
     dir: PathBuf,
+    /// Where a remote store's block cache lives (`None`: `<vault>/cache`).
+    cache_dir: Option<PathBuf>,
     cache_size: Option<u64>,
     memory_cache: u64,
 }
@@ -39,7 +41,7 @@ struct Settings {
 impl Settings {
     /// Open the library's vault (a remote store gets its own client and runtime).
     fn open(&self) -> dsvault::Result<dsvault::Vault> {
-        let vault = dsvault::Vault::open(&self.dir)?;
+        let vault = dsvault::Vault::open_cached_in(&self.dir, self.cache_dir.as_deref())?;
         if let Some(bytes) = self.cache_size {
             vault.store().set_cache_capacity(bytes);
         }
@@ -54,7 +56,19 @@ impl Settings {
     }
 
     fn args<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        (self.dir.clone(), self.cache_size, self.memory_cache).into_pyobject(py)
+        let s = self.clone();
+        (s.dir, s.cache_dir, s.cache_size, s.memory_cache).into_pyobject(py)
+    }
+
+    /// The options as `open_vault` keywords (what the fsspec and PyTorch adapters reopen
+    /// the vault with in another process).
+    fn keywords<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let cache_dir = self.cache_dir.as_ref().map(|d| d.as_os_str().to_os_string());
+        d.set_item("cache_dir", cache_dir)?;
+        d.set_item("cache_size", self.cache_size)?;
+        d.set_item("memory_cache", self.memory_cache)?;
+        Ok(d)
     }
 }
 
@@ -71,6 +85,12 @@ impl Vault {
     #[getter]
     fn path(&self) -> PathBuf {
         self.settings.dir.clone()
+    }
+
+    /// The options it was opened with: `{"cache_dir", "cache_size", "memory_cache"}`.
+    #[getter]
+    fn options<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.settings.keywords(py)
     }
 
     /// Sealed datasets, `KIND/NAME@VERSION`, by kind, name and version.
@@ -98,12 +118,19 @@ impl Vault {
     }
 }
 
-/// Open the vault in folder `path` (default: `$DSVAULT_DIR`). `cache_size`: bytes the disk
-/// cache of a remote store may hold; `memory_cache`: bytes of verified chunks each open
-/// dataset keeps in memory.
+/// Open the vault in folder `path` (default: `$DSVAULT_DIR`). `cache_dir`: the folder a
+/// remote store's disk cache is kept in (default `<vault>/cache`; give one of your own when
+/// you may only read the vault); `cache_size`: bytes that cache may hold; `memory_cache`:
+/// bytes of verified chunks each open dataset keeps in memory.
 #[pyfunction]
-#[pyo3(signature = (path=None, cache_size=None, memory_cache=DEFAULT_MEMORY_CACHE))]
-fn open_vault(py: Python<'_>, path: Option<PathBuf>, cache_size: Option<u64>, memory_cache: u64) -> PyResult<Vault> {
+#[pyo3(signature = (path=None, cache_dir=None, cache_size=None, memory_cache=DEFAULT_MEMORY_CACHE))]
+fn open_vault(
+    py: Python<'_>,
+    path: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    cache_size: Option<u64>,
+    memory_cache: u64,
+) -> PyResult<Vault> {
     let dir = match path.or_else(|| std::env::var_os("DSVAULT_DIR").map(PathBuf::from)) {
         Some(d) => d,
         None => {
@@ -114,6 +141,7 @@ fn open_vault(py: Python<'_>, path: Option<PathBuf>, cache_size: Option<u64>, me
     };
     let settings = Settings {
         dir: std::path::absolute(&dir).unwrap_or(dir),
+        cache_dir: cache_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
         cache_size,
         memory_cache,
     };
@@ -146,6 +174,7 @@ fn open_dataset(py: Python<'_>, settings: &Settings, name: &str, root: Option<&s
 fn _reopen_dataset(
     py: Python<'_>,
     path: PathBuf,
+    cache_dir: Option<PathBuf>,
     cache_size: Option<u64>,
     memory_cache: u64,
     name: &str,
@@ -153,6 +182,7 @@ fn _reopen_dataset(
 ) -> PyResult<Dataset> {
     let settings = Settings {
         dir: path,
+        cache_dir,
         cache_size,
         memory_cache,
     };

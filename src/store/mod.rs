@@ -98,12 +98,20 @@ impl Store {
     /// Open the store named by `url` for the vault at `vault_dir`: a relative `file://` path
     /// is relative to the vault, and a remote store caches under `<vault>/cache`.
     pub fn open(vault_dir: &Path, url: &StoreUrl, settings: &RemoteConfig) -> Result<Self> {
-        Store::open_with(vault_dir, url, settings, Modes::PRIVATE)
+        Store::open_with(vault_dir, url, settings, Modes::PRIVATE, None)
     }
 
     /// [`Store::open`] for a vault whose writers create folders with `modes` (a shared
-    /// vault's: setgid, group-writable).
-    pub fn open_with(vault_dir: &Path, url: &StoreUrl, settings: &RemoteConfig, modes: Modes) -> Result<Self> {
+    /// vault's: setgid, group-writable), with a remote store's block cache in `cache_dir`
+    /// instead of `<vault>/cache` when given (created if missing; an error when it cannot
+    /// be: a cache asked for by name that silently caches nothing would only be slow).
+    pub fn open_with(
+        vault_dir: &Path,
+        url: &StoreUrl,
+        settings: &RemoteConfig,
+        modes: Modes,
+        cache_dir: Option<&Path>,
+    ) -> Result<Self> {
         let backend: Box<dyn Backend> = match url {
             StoreUrl::Local(path) => {
                 let root = if path.is_absolute() {
@@ -113,7 +121,20 @@ impl Store {
                 };
                 Box::new(LocalStore::open_local(&root, modes)?)
             }
-            remote => Box::new(RemoteStore::open(remote, &vault_dir.join("cache"), settings)?),
+            remote => {
+                let cache = match cache_dir {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir).map_err(Error::io_at("creating the cache folder", dir))?;
+                        if !crate::sharing::may(dir, libc::W_OK | libc::X_OK) {
+                            let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+                            return Err(Error::io("writing to the cache folder", dir, denied));
+                        }
+                        dir.to_path_buf()
+                    }
+                    None => vault_dir.join("cache"),
+                };
+                Box::new(RemoteStore::open(remote, &cache, settings)?)
+            }
         };
         Ok(Store::from_backend(backend))
     }
