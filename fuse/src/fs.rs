@@ -20,6 +20,7 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::listing::Listing;
 use crate::mount::Unmounter;
 use crate::passthrough::{Created, Passthrough};
 use dsvault::vfs::{Attr, Caller, NodeKind, SetAttr, SetTime, VfsError, WritableView};
@@ -63,6 +64,8 @@ pub(crate) struct ViewFs<V> {
     pub passthrough: Passthrough,
     /// Ends the mount when a panic left shared state broken.
     pub breaker: Arc<Breaker>,
+    /// Which listed entries carry attributes.
+    pub listing: Listing,
 }
 
 /// Ends a mount from inside a request handler, when a request finds shared state an earlier
@@ -200,6 +203,28 @@ impl<V: WritableView> ViewFs<V> {
     }
 }
 
+/// What READDIRPLUS sends for an entry listed without attributes: nodeid (`ino`) 0 and the
+/// entry's type; the kernel reads nothing else of it.
+fn bare_attr(kind: NodeKind) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: file_type(kind),
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn file_type(kind: NodeKind) -> FileType {
     match kind {
         NodeKind::Dir => FileType::Directory,
@@ -253,7 +278,11 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.guarded("lookup", || {
-            self.reply_entry(self.view.lookup(parent.0, name.as_bytes()), reply)
+            let found = self.view.lookup(parent.0, name.as_bytes());
+            if let Ok(a) = &found {
+                self.listing.looked_up(a.ino, a.kind);
+            }
+            self.reply_entry(found, reply)
         });
     }
 
@@ -398,22 +427,31 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.guarded("readdirplus", || {
-            let entries = match self.view.readdir_plus(ino.0, fh.0, offset, READDIRPLUS_PAGE) {
+            let mut page = self.listing.page();
+            let entries = match self.view.readdir_plus(ino.0, fh.0, offset, READDIRPLUS_PAGE, &mut page) {
                 Ok(entries) => entries,
                 Err(e) => return reply.error(errno(&e)),
             };
+            drop(page);
             let mut full = false;
             for (e, a) in entries {
-                full = full
-                    || reply.add(
+                if !full {
+                    // An entry without attributes goes out with nodeid 0 (and its inode as
+                    // d_ino): the kernel lists it and builds nothing for it.
+                    let (attr, ttl) = match &a {
+                        Some(a) => (self.file_attr(a), ttl(a)),
+                        None => (bare_attr(e.kind), Duration::ZERO),
+                    };
+                    full = reply.add(
                         INodeNo(e.ino),
                         e.offset,
                         OsStr::from_bytes(&e.name),
-                        &ttl(&a),
-                        &self.file_attr(&a),
+                        &ttl,
+                        &attr,
                         Generation(0),
                     );
-                if full && e.name != b"." && e.name != b".." {
+                }
+                if full && a.is_some() {
                     // Not sent: give back the reference the view counted for it.
                     self.view.forget(e.ino, 1);
                 }

@@ -83,6 +83,7 @@ impl<V: WritableView> Mount<V> {
             read_only: options.read_only,
             passthrough: Default::default(),
             breaker: Default::default(),
+            listing: Default::default(),
         };
         let breaker = fs.breaker.clone();
         let session = Session::new(fs, mountpoint, &options.config())?;

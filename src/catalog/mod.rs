@@ -25,7 +25,7 @@ pub use entries::{Entry, EntryKind};
 pub use gc::{PackUsage, RetiredPack};
 pub use lineage::{LineageInput, LineageRecord};
 pub use runs::RunRow;
-pub use view::{FileLayout, LaidOutChunk};
+pub use view::{ChildName, FileLayout, LaidOutChunk};
 pub use workspaces::{BaseRow, WorkspaceRow};
 
 use std::path::Path;

@@ -5,7 +5,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{datasets, entries, Catalog, ChunkLocation, DatasetRow, Entry};
+use super::{datasets, entries, Catalog, ChunkLocation, DatasetRow, Entry, EntryKind};
 use crate::dataset::Kind;
 use crate::error::{Error, Result};
 use crate::id::PackId;
@@ -20,6 +20,14 @@ pub struct FileLayout {
     pub size: u64,
     /// The chunks in file order.
     pub chunks: Vec<LaidOutChunk>,
+}
+
+/// A folder entry as a listing without attributes sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildName {
+    pub id: i64,
+    pub name: Vec<u8>,
+    pub kind: EntryKind,
 }
 
 /// One chunk of a file with where it is stored.
@@ -43,6 +51,34 @@ impl Catalog {
             ))?
             .query_row([id], |r| Ok((r.get::<_, i64>(10)?, entries::from_row(r)?)))
             .optional()?)
+    }
+
+    /// Name, kind and id of a folder's children by name, after `after` (`None`: from the
+    /// first) or skipping the first `skip` when `after` is `None` and `skip` is not 0: what a
+    /// listing without attributes needs. Reads the `(dataset_id, parent, name)` index and the
+    /// entry's row, where a full [`Entry`] also joins its content (about half the work per
+    /// entry; a 300,000-file `find -type f` lists nothing else).
+    pub fn child_names(
+        &self,
+        dataset_id: i64,
+        parent: &[u8],
+        after: Option<&[u8]>,
+        skip: u64,
+        limit: usize,
+    ) -> Result<Vec<ChildName>> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT e.id, e.name, e.kind FROM entries e
+             WHERE e.dataset_id = ?1 AND e.parent = ?2 AND (?3 IS NULL OR e.name > ?3)
+             ORDER BY e.name LIMIT ?4 OFFSET ?5",
+        )?;
+        let rows = stmt.query_map(params![dataset_id, parent, after, limit as i64, skip as i64], |r| {
+            Ok(ChildName {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                kind: EntryKind::from_i64(r.get(2)?).unwrap_or(EntryKind::File),
+            })
+        })?;
+        rows.map(|r| r.map_err(Error::from)).collect()
     }
 
     /// Children of a folder by name, skipping the first `skip` (for a reader that seeks back

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::nodes::{entry_attr, entry_ino, Node};
-use super::{Attr, DirEntry, NodeKind, Shared, VfsError, VfsResult};
+use super::{Attr, DatasetInfo, Describe, DescribeNone, DirEntry, NodeKind, Shared, VfsError, VfsResult};
 use crate::catalog::{Entry, EntryKind};
 use crate::dataset::Kind;
 
@@ -74,105 +74,58 @@ impl DirTable {
 }
 
 pub(crate) fn readdir(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>> {
-    Ok(list(shared, ino, fh, offset, max, false)?
+    Ok(readdir_plus(shared, ino, fh, offset, max, &mut DescribeNone)?
         .into_iter()
         .map(|(e, _)| e)
         .collect())
 }
 
-/// A listing page with each entry's attributes.
+/// A listing page, with attributes for the entries `describe` picks (never `.` and `..`).
 pub(crate) fn readdir_plus(
     shared: &Shared,
     ino: u64,
     fh: u64,
     offset: u64,
     max: usize,
-) -> VfsResult<Vec<(DirEntry, Attr)>> {
-    list(shared, ino, fh, offset, max, true)?
-        .into_iter()
-        .map(|(e, a)| match a {
-            Some(a) => Ok((e, a)),
-            None => Ok((e.clone(), shared.attr(&shared.node(e.ino)?)?)),
-        })
-        .collect()
-}
-
-/// Placeholder attributes of `.` and `..` in a listing with attributes.
-pub(super) fn dot_attr(ino: u64, shared: &Shared) -> Attr {
-    Attr {
-        ino,
-        kind: NodeKind::Dir,
-        size: 0,
-        perm: 0o555,
-        mtime: shared.started,
-        immutable: false,
-        owner: None,
-        local: None,
-    }
-}
-
-type Listed = (DirEntry, Option<Attr>);
-
-/// A listing page; with `plus`, entries of dataset folders come with their attributes (the
-/// others get them from [`readdir_plus`]).
-fn list(shared: &Shared, ino: u64, fh: u64, offset: u64, max: usize, plus: bool) -> VfsResult<Vec<Listed>> {
+    describe: &mut dyn Describe,
+) -> VfsResult<Vec<(DirEntry, Option<Attr>)>> {
     let node = shared.node(ino)?;
     let mut out = Vec::new();
     if offset < 1 {
-        out.push((dot(ino, 1, b"."), Some(dot_attr(ino, shared))));
+        out.push((dot(ino, 1, b"."), None));
     }
     if offset < 2 {
         let parent = shared.parent_ino(&node)?;
-        out.push((dot(parent, 2, b".."), Some(dot_attr(parent, shared))));
+        out.push((dot(parent, 2, b".."), None));
     }
     let skip = offset.saturating_sub(DOTS);
     match node.dataset_dir() {
         Some((dataset, path)) => {
             let handle = shared.dirs.get(ino, fh);
-            let page = dataset_page(shared, dataset.id, &path, handle.as_deref(), skip, max)?;
-            let first = skip + DOTS + 1;
-            let entries: Vec<Listed> = page
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let attr = plus.then(|| entry_attr(&e));
-                    let dirent = entry_dirent(&e, first + i as u64);
-                    if plus {
-                        // The kernel now knows this inode without a lookup; its first read
-                        // (or a listing inside it) resolves it from here.
-                        let node = Node::Entry {
-                            dataset: dataset.clone(),
-                            entry: e,
-                        };
-                        shared.nodes.insert(dirent.ino, &node);
-                    }
-                    (dirent, attr)
-                })
-                .collect();
+            let start = PageStart::resuming(handle.as_deref(), skip);
+            let page = dataset_page(shared, dataset, &path, &start, skip + DOTS + 1, max, describe)?;
             if let Some(h) = handle {
                 *h.last_page.lock().expect("dir handle lock") =
-                    entries.iter().map(|(e, _)| (e.offset, e.name.clone())).collect();
+                    page.iter().map(|(e, _)| (e.offset, e.name.clone())).collect();
             }
-            out.extend(entries);
+            out.extend(page);
         }
         None => {
             let children = virtual_children(shared, &node)?;
-            out.extend(
-                children
-                    .into_iter()
-                    .enumerate()
-                    .skip(skip as usize)
-                    .take(max)
-                    .map(|(i, (ino, name))| {
-                        let e = DirEntry {
-                            ino,
-                            offset: i as u64 + DOTS + 1,
-                            kind: NodeKind::Dir,
-                            name,
-                        };
-                        (e, None)
-                    }),
-            );
+            for (i, (ino, name)) in children.into_iter().enumerate().skip(skip as usize).take(max) {
+                let e = DirEntry {
+                    ino,
+                    offset: i as u64 + DOTS + 1,
+                    kind: NodeKind::Dir,
+                    name,
+                };
+                let attr = if describe.describe(&e) {
+                    Some(shared.attr(&shared.node(e.ino)?)?)
+                } else {
+                    None
+                };
+                out.push((e, attr));
+            }
         }
     }
     Ok(out)
@@ -191,38 +144,137 @@ fn entry_dirent(e: &Entry, offset: u64) -> DirEntry {
     DirEntry {
         ino: entry_ino(e.id),
         offset,
-        kind: match e.kind {
-            EntryKind::File => NodeKind::File,
-            EntryKind::Dir => NodeKind::Dir,
-            EntryKind::Symlink => NodeKind::Symlink,
-        },
+        kind: node_kind(e.kind),
         name: e.name.clone(),
     }
 }
 
-/// Children of a dataset folder after the first `skip`, resuming by name when the handle's
-/// last page ends where this listing continues.
+fn node_kind(kind: EntryKind) -> NodeKind {
+    match kind {
+        EntryKind::File => NodeKind::File,
+        EntryKind::Dir => NodeKind::Dir,
+        EntryKind::Symlink => NodeKind::Symlink,
+    }
+}
+
+/// Where a page of a dataset folder starts.
+struct PageStart {
+    /// After this name (the last of the handle's previous page, when the page continues it).
+    after: Option<Vec<u8>>,
+    /// Else after this many entries (not counting the dots).
+    skip: u64,
+}
+
+impl PageStart {
+    fn resuming(handle: Option<&DirHandle>, skip: u64) -> Self {
+        let after = (skip > 0)
+            .then(|| {
+                let page = handle?.last_page.lock().expect("dir handle lock");
+                page.iter()
+                    .find(|(off, _)| *off == skip + DOTS)
+                    .map(|(_, name)| name.clone())
+            })
+            .flatten();
+        let skip = if after.is_some() { 0 } else { skip };
+        PageStart { after, skip }
+    }
+
+    /// The page's entries with every column.
+    fn entries(&self, shared: &Shared, dataset_id: i64, path: &[u8], max: usize) -> VfsResult<Vec<Entry>> {
+        Ok(match &self.after {
+            Some(after) => shared.pool.with(|c| c.children(dataset_id, path, Some(after), max))?,
+            None => shared
+                .pool
+                .with(|c| c.children_from(dataset_id, path, self.skip, max))?,
+        })
+    }
+}
+
+/// A page of a dataset folder, entries numbered from `first_offset`. When `describe`
+/// expects files, the page is read with every column; else names and kinds only, and the
+/// few described entries (folders) are fetched by id (or the page again with every column,
+/// when more are).
 fn dataset_page(
+    shared: &Shared,
+    dataset: &Arc<DatasetInfo>,
+    path: &[u8],
+    start: &PageStart,
+    first_offset: u64,
+    max: usize,
+    describe: &mut dyn Describe,
+) -> VfsResult<Vec<(DirEntry, Option<Attr>)>> {
+    let mut out = Vec::new();
+    let mut described = Vec::new();
+    if describe.expects_files() {
+        for (i, e) in start.entries(shared, dataset.id, path, max)?.into_iter().enumerate() {
+            let dirent = entry_dirent(&e, first_offset + i as u64);
+            if describe.describe(&dirent) {
+                described.push((out.len(), e));
+            }
+            out.push((dirent, None));
+        }
+    } else {
+        let names = shared
+            .pool
+            .with(|c| c.child_names(dataset.id, path, start.after.as_deref(), start.skip, max))?;
+        let mut wanted = Vec::new();
+        for (i, n) in names.into_iter().enumerate() {
+            let dirent = DirEntry {
+                ino: entry_ino(n.id),
+                offset: first_offset + i as u64,
+                kind: node_kind(n.kind),
+                name: n.name,
+            };
+            if describe.describe(&dirent) {
+                wanted.push(out.len());
+            }
+            out.push((dirent, None));
+        }
+        described = fetch_entries(shared, dataset.id, path, start, max, &out, &wanted)?;
+    }
+    for (i, entry) in described {
+        out[i].1 = Some(entry_attr(&entry));
+        // The kernel now knows this inode without a lookup; its first read (or a listing
+        // inside it) resolves it from here.
+        let node = Node::Entry {
+            dataset: dataset.clone(),
+            entry,
+        };
+        shared.nodes.insert(out[i].0.ino, node);
+    }
+    Ok(out)
+}
+
+/// The full entries of the described entries of a page read without them: one query by id
+/// each for a few, the page again with every column for more.
+fn fetch_entries(
     shared: &Shared,
     dataset_id: i64,
     path: &[u8],
-    handle: Option<&DirHandle>,
-    skip: u64,
+    start: &PageStart,
     max: usize,
-) -> VfsResult<Vec<Entry>> {
-    if skip == 0 {
-        return Ok(shared.pool.with(|c| c.children(dataset_id, path, None, max))?);
+    page: &[(DirEntry, Option<Attr>)],
+    wanted: &[usize],
+) -> VfsResult<Vec<(usize, Entry)>> {
+    const BY_ID_MAX: usize = 8;
+    if wanted.len() <= BY_ID_MAX {
+        let mut out = Vec::with_capacity(wanted.len());
+        for &i in wanted {
+            if let Node::Entry { entry, .. } = shared.node(page[i].0.ino)? {
+                out.push((i, entry));
+            }
+        }
+        return Ok(out);
     }
-    let resume = handle.and_then(|h| {
-        let page = h.last_page.lock().expect("dir handle lock");
-        page.iter()
-            .find(|(off, _)| *off == skip + DOTS)
-            .map(|(_, name)| name.clone())
-    });
-    Ok(match resume {
-        Some(after) => shared.pool.with(|c| c.children(dataset_id, path, Some(&after), max))?,
-        None => shared.pool.with(|c| c.children_from(dataset_id, path, skip, max))?,
-    })
+    let mut by_ino: HashMap<u64, Entry> = start
+        .entries(shared, dataset_id, path, max)?
+        .into_iter()
+        .map(|e| (entry_ino(e.id), e))
+        .collect();
+    Ok(wanted
+        .iter()
+        .filter_map(|&i| by_ino.remove(&page[i].0.ino).map(|e| (i, e)))
+        .collect())
 }
 
 /// Children of the folders above datasets: (inode, name), sorted by name.

@@ -42,8 +42,8 @@ pub mod work;
 pub use cache::ChunkCache;
 pub use reader::{DatasetPath, DatasetReader, InvalidPath, PathInfo};
 pub use view::{
-    Attr, Caller, DirEntry, LocalStat, NodeKind, ReadOnlyView, SetAttr, SetTime, StatFs, VfsError, VfsResult,
-    WritableView,
+    is_dot, Attr, Caller, Describe, DescribeNone, DirEntry, LocalStat, NodeKind, ReadOnlyView, SetAttr, SetTime,
+    StatFs, VfsError, VfsResult, WritableView,
 };
 
 use std::path::Path;
@@ -309,23 +309,29 @@ impl ReadOnlyView for Vfs {
             let page = self
                 .shared
                 .work
-                .readdir(&self.shared, ino, fh, offset, max.max(1), false)?;
+                .readdir(&self.shared, ino, fh, offset, max.max(1), &mut DescribeNone)?;
             return Ok(page.into_iter().map(|(e, _)| e).collect());
         }
         dirs::readdir(&self.shared, ino, fh, offset, max.max(1))
     }
 
-    /// Like [`Vfs::readdir`], with each entry's attributes (the attributes of `.` and `..`
-    /// are placeholders: the kernel ignores them). Under `work/` each entry but `.` and `..`
-    /// counts a kernel reference (see [`Vfs::forget`]).
-    fn readdir_plus(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<(DirEntry, Attr)>> {
+    /// Like [`Vfs::readdir`], with attributes for the entries `describe` picks. Under
+    /// `work/` each described entry counts a kernel reference (see [`Vfs::forget`]).
+    fn readdir_plus(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        max: usize,
+        describe: &mut dyn Describe,
+    ) -> VfsResult<Vec<(DirEntry, Option<Attr>)>> {
         if work::is_overlay_fh(fh) {
             return self
                 .shared
                 .work
-                .readdir(&self.shared, ino, fh, offset, max.max(1), true);
+                .readdir(&self.shared, ino, fh, offset, max.max(1), describe);
         }
-        dirs::readdir_plus(&self.shared, ino, fh, offset, max.max(1))
+        dirs::readdir_plus(&self.shared, ino, fh, offset, max.max(1), describe)
     }
 
     /// Forget a folder handle.

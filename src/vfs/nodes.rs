@@ -63,12 +63,12 @@ impl NodeCache {
         self.map.lock().expect("node cache lock").get(&ino).cloned()
     }
 
-    pub fn insert(&self, ino: u64, node: &Node) {
+    pub fn insert(&self, ino: u64, node: Node) {
         let mut map = self.map.lock().expect("node cache lock");
         if map.len() >= NODE_CACHE_MAX {
             map.clear();
         }
-        map.insert(ino, node.clone());
+        map.insert(ino, node);
     }
 }
 
@@ -168,7 +168,7 @@ impl Shared {
             dataset: self.dataset_info(dataset_id)?,
             entry,
         };
-        self.nodes.insert(ino, &node);
+        self.nodes.insert(ino, node.clone());
         Ok(node)
     }
 
@@ -213,7 +213,7 @@ impl Shared {
                     dataset: dataset.clone(),
                     entry,
                 };
-                self.nodes.insert(self.ino_of(&node), &node);
+                self.nodes.insert(self.ino_of(&node), node.clone());
                 Ok(node)
             }
         }

@@ -174,6 +174,32 @@ pub struct Caller {
     pub gid: u32,
 }
 
+/// Which entries of a listing page carry attributes (see [`ReadOnlyView::readdir_plus`]).
+pub trait Describe {
+    /// Is this entry (never `.` or `..`) to carry its attributes?
+    fn describe(&mut self, entry: &DirEntry) -> bool;
+    /// Will most files be described? A view may then read every entry's attributes along
+    /// with the listing instead of fetching the described ones afterwards.
+    fn expects_files(&self) -> bool;
+}
+
+/// Describes no entry: a plain listing.
+pub struct DescribeNone;
+
+impl Describe for DescribeNone {
+    fn describe(&mut self, _: &DirEntry) -> bool {
+        false
+    }
+    fn expects_files(&self) -> bool {
+        false
+    }
+}
+
+/// Is this name `.` or `..`?
+pub fn is_dot(name: &[u8]) -> bool {
+    name == b"." || name == b".."
+}
+
 /// One folder entry of a listing. `offset` is the cookie the next listing resumes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -234,15 +260,29 @@ pub trait ReadOnlyView: Send + Sync + 'static {
     /// listing.
     fn readdir(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>>;
     fn releasedir(&self, fh: u64);
-    /// Like `readdir`, with each entry's attributes (for READDIRPLUS, which saves the kernel
-    /// a lookup per entry). The kernel ignores the attributes of `.` and `..`. The default
-    /// lists with [`ReadOnlyView::readdir`] and asks [`ReadOnlyView::getattr`] for each
-    /// entry. `max` is about how many entries fit in the kernel's buffer.
-    fn readdir_plus(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<(DirEntry, Attr)>> {
+    /// Like `readdir`, with attributes for the entries `describe` picks (READDIRPLUS: the
+    /// kernel builds an inode for each described entry, which saves a LOOKUP when the entry
+    /// is then used and costs time when it is not). `describe` is asked once per entry but
+    /// `.` and `..`, which never carry attributes; an entry it declines comes as from
+    /// `readdir`, with `None`. The default lists with [`ReadOnlyView::readdir`] and asks
+    /// [`ReadOnlyView::getattr`] for each described entry. `max` is about how many entries
+    /// fit in the kernel's buffer.
+    fn readdir_plus(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        max: usize,
+        describe: &mut dyn Describe,
+    ) -> VfsResult<Vec<(DirEntry, Option<Attr>)>> {
         self.readdir(ino, fh, offset, max)?
             .into_iter()
             .map(|e| {
-                let a = self.getattr(e.ino)?;
+                let a = if is_dot(&e.name) || !describe.describe(&e) {
+                    None
+                } else {
+                    Some(self.getattr(e.ino)?)
+                };
                 Ok((e, a))
             })
             .collect()
@@ -267,10 +307,10 @@ pub trait ReadOnlyView: Send + Sync + 'static {
 /// read-only.
 ///
 /// Lookup counting: a view that gives nodes a limited lifetime counts one reference for
-/// every successful `lookup`, `create`, `mkdir` and `symlink`, and for every entry but `.`
-/// and `..` returned by `readdir_plus`; the kernel gives them back through
-/// [`WritableView::forget`]. Entries of a `readdir_plus` page that do not fit in the
-/// kernel's buffer are given back by the filesystem with `forget(ino, 1)`.
+/// every successful `lookup`, `create`, `mkdir` and `symlink`, and for every described entry
+/// `readdir_plus` returns; the kernel gives them back through
+/// [`WritableView::forget`]. Described entries of a `readdir_plus` page that do not fit in
+/// the kernel's buffer are given back by the filesystem with `forget(ino, 1)`.
 pub trait WritableView: ReadOnlyView {
     /// Open a file with the `open(2)` flags the kernel passes (`O_ACCMODE`, `O_APPEND`, ...;
     /// `O_TRUNC` arrives separately as a size change). The default opens read-only files

@@ -31,7 +31,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    files, Attr, DirEntry, NodeKind, ReadBytes, Shared, VfsError, VfsResult, OVERLAY_FH, WORK_INO, WORK_NODE_BASE,
+    files, Attr, Describe, DirEntry, NodeKind, ReadBytes, Shared, VfsError, VfsResult, OVERLAY_FH, WORK_INO,
+    WORK_NODE_BASE,
 };
 use crate::catalog::EntryKind;
 use crate::workspace::Workspace;
@@ -188,8 +189,9 @@ impl Overlay {
         self.handles.close(fh);
     }
 
-    /// Up to `max` entries after `offset`; with `plus`, each with attributes and a counted
-    /// reference. The listing is taken when read from offset 0 and paged from that snapshot.
+    /// Up to `max` entries after `offset`; those `describe` picks with attributes and a
+    /// counted reference. The listing is taken when read from offset 0 and paged from that
+    /// snapshot.
     pub fn readdir(
         &self,
         shared: &Shared,
@@ -197,8 +199,8 @@ impl Overlay {
         fh: u64,
         offset: u64,
         max: usize,
-        plus: bool,
-    ) -> VfsResult<Vec<(DirEntry, Attr)>> {
+        describe: &mut dyn Describe,
+    ) -> VfsResult<Vec<(DirEntry, Option<Attr>)>> {
         let snapshot = match (offset, self.handles.dir(fh)) {
             (0, _) | (_, None) => {
                 let listing = self.list(shared, ino)?;
@@ -211,18 +213,16 @@ impl Overlay {
             _ => self.nodes.lock().expect("nodes lock").parent(ino).unwrap_or(WORK_INO),
         };
         let mut out = Vec::new();
-        // `.` and `..` with placeholder attributes (the kernel ignores them).
-        let dot = |ino, offset, name: &[u8]| (super::dirs::dot(ino, offset, name), super::dirs::dot_attr(ino, shared));
         if offset < 1 {
-            out.push(dot(ino, 1, b"."));
+            out.push((super::dirs::dot(ino, 1, b"."), None));
         }
         if offset < 2 {
-            out.push(dot(parent, 2, b".."));
+            out.push((super::dirs::dot(parent, 2, b".."), None));
         }
         let skip = offset.saturating_sub(2) as usize;
         let mut nodes = self.nodes.lock().expect("nodes lock");
         for (i, (name, ws, found)) in snapshot.entries.iter().enumerate().skip(skip).take(max) {
-            let child = nodes.ino_for(ino, name, ws, plus, found.ident());
+            let child = nodes.ino_for(ino, name, ws, false, found.ident());
             let a = attr_of(child, found, ws);
             let e = DirEntry {
                 ino: child,
@@ -230,7 +230,11 @@ impl Overlay {
                 kind: a.kind,
                 name: name.clone(),
             };
-            out.push((e, a));
+            let described = describe.describe(&e);
+            if described {
+                nodes.count_lookup(child);
+            }
+            out.push((e, described.then_some(a)));
         }
         Ok(out)
     }

@@ -1,0 +1,299 @@
+//! Which entries of a READDIRPLUS answer carry attributes.
+//!
+//! A described entry saves the kernel a LOOKUP when the caller then uses it (`stat`, `open`),
+//! and costs the kernel an inode (and the server its attributes) when the caller does not (a
+//! d_type walk: `find -type f`, `os.scandir`, `os.walk`). The kernel cannot tell which walk is
+//! coming; this module guesses from what callers did with earlier listings, per mount:
+//!
+//! - Folders are always described: walks descend into them, and there are few.
+//! - **Describing** (the start): files are described, except every [`PROBE_EVERY`]th, a
+//!   probe. A probe that is looked up was used; one still not looked up after
+//!   [`PROBE_AGE`] more probes were handed out is judged unused. When fewer than a quarter of
+//!   a batch of [`PROBE_BATCH`] judged probes were used, callers walk without using entries:
+//!   switch to bare.
+//! - **Bare**: files come without attributes. [`MISSES_TO_DESCRIBE`] LOOKUPs of files (each
+//!   one a round trip a described entry would have saved) switch back to describing, and
+//!   double the batch needed to go bare again (up to [`PATIENCE_MAX`]).
+//!
+//! The two mistakes do not cost the same: a described entry nobody uses costs a few
+//! microseconds, a used entry listed bare costs a LOOKUP round trip (five times more), and a
+//! reader may use a listing long after the walk (`find | xargs cat`, a training job reading
+//! what a dataset scan listed), after its probes were judged. So going bare needs evidence
+//! that grows each time it proved wrong, and going back needs little.
+//!
+//! A wrong guess costs time, never correctness: an entry without attributes is an ordinary
+//! directory entry, and the kernel sends a LOOKUP when it needs it.
+//! Owns: that decision and its counters. Never: calls the view or answers requests.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use dsvault::vfs::{Describe, DirEntry, NodeKind};
+
+/// One file entry in this many is a probe while describing.
+const PROBE_EVERY: u32 = 64;
+/// A probe not looked up after this many later probes were handed out is judged unused
+/// (64 × 64 = 4,096 file entries: room for a reader that uses what a walk lists a few
+/// folders behind it, like `find | xargs cat`).
+const PROBE_AGE: usize = 64;
+/// Judged probes per decision.
+const PROBE_BATCH: u32 = 64;
+/// LOOKUPs of files, while listing bare, that switch to describing.
+const MISSES_TO_DESCRIBE: u32 = 16;
+/// The most judged probes a decision to go bare may need (after wrong guesses).
+const PATIENCE_MAX: u32 = PROBE_BATCH << 6;
+
+/// The per-mount listing policy (see the module doc).
+#[derive(Default)]
+pub(crate) struct Listing {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    bare: bool,
+    /// Judged probes a decision needs: [`PROBE_BATCH`], doubled by each switch back.
+    patience: u32,
+    /// Bare: LOOKUPs of files since the switch.
+    misses: u32,
+    /// Describing: file entries since the last probe.
+    since_probe: u32,
+    /// Describing: probes handed out, oldest first; those also in `waiting` are not yet
+    /// judged.
+    probes: VecDeque<u64>,
+    waiting: HashSet<u64>,
+    /// Describing: probes judged in this batch, and how many of them were used.
+    judged: u32,
+    used: u32,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::describing(PROBE_BATCH)
+    }
+}
+
+impl Listing {
+    /// The policy for one READDIRPLUS answer: ask [`Page::describe`] per entry.
+    pub(crate) fn page(&self) -> Page<'_> {
+        Page { state: self.lock() }
+    }
+
+    /// A LOOKUP found `ino`, of kind `kind`.
+    pub(crate) fn looked_up(&self, ino: u64, kind: NodeKind) {
+        if kind == NodeKind::Dir {
+            return;
+        }
+        let mut s = self.lock();
+        if s.bare {
+            s.misses += 1;
+            if s.misses >= MISSES_TO_DESCRIBE {
+                let patience = (s.patience * 2).min(PATIENCE_MAX);
+                tracing::debug!(
+                    "listings: {} lookups of files listed bare, describing again (bare after {patience} unused probes)",
+                    s.misses
+                );
+                *s = State::describing(patience);
+            }
+        } else if s.waiting.remove(&ino) {
+            s.used += 1;
+            s.judged += 1;
+            s.decide();
+        }
+    }
+
+    /// Is the mount listing files without attributes now?
+    #[cfg(test)]
+    fn is_bare(&self) -> bool {
+        self.lock().bare
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is counters only: one half updated by a panic is still a valid guess.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The policy held for one READDIRPLUS answer.
+pub(crate) struct Page<'a> {
+    state: MutexGuard<'a, State>,
+}
+
+impl Describe for Page<'_> {
+    fn describe(&mut self, entry: &DirEntry) -> bool {
+        Page::describe(self, entry.ino, entry.kind)
+    }
+    fn expects_files(&self) -> bool {
+        !self.state.bare
+    }
+}
+
+impl Page<'_> {
+    /// Should this entry (not `.` or `..`) carry its attributes?
+    pub(crate) fn describe(&mut self, ino: u64, kind: NodeKind) -> bool {
+        if kind == NodeKind::Dir {
+            return true;
+        }
+        let s = &mut *self.state;
+        if s.bare {
+            return false;
+        }
+        s.since_probe += 1;
+        if s.since_probe < PROBE_EVERY {
+            return true;
+        }
+        s.since_probe = 0;
+        s.probes.push_back(ino);
+        s.waiting.insert(ino);
+        while s.probes.len() > PROBE_AGE {
+            let oldest = s.probes.pop_front().expect("probes is not empty");
+            if s.waiting.remove(&oldest) {
+                s.judged += 1;
+                if s.decide() {
+                    break;
+                }
+            }
+        }
+        false
+    }
+}
+
+impl State {
+    fn describing(patience: u32) -> Self {
+        State {
+            bare: false,
+            patience,
+            misses: 0,
+            since_probe: 0,
+            probes: VecDeque::new(),
+            waiting: HashSet::new(),
+            judged: 0,
+            used: 0,
+        }
+    }
+
+    /// After a judged probe: switch to bare when `patience` judged probes say entries go
+    /// unused. Returns whether the state was reset.
+    fn decide(&mut self) -> bool {
+        if self.judged < self.patience {
+            return false;
+        }
+        if self.used * 4 < self.judged {
+            tracing::debug!(
+                "listings: {} of {} probes looked up, listing files bare",
+                self.used,
+                self.judged
+            );
+            *self = State {
+                bare: true,
+                ..State::describing(self.patience)
+            };
+            return true;
+        }
+        self.judged = 0;
+        self.used = 0;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lists `files` file entries (inodes from `first`) as one walk would, returning how
+    /// many were described.
+    fn list(l: &Listing, first: u64, files: u64) -> u64 {
+        let mut page = l.page();
+        (first..first + files)
+            .filter(|&ino| page.describe(ino, NodeKind::File))
+            .count() as u64
+    }
+
+    #[test]
+    fn a_walk_that_uses_nothing_turns_bare_and_folders_stay_described() {
+        let l = Listing::default();
+        let mut described = 0;
+        for folder in 0..20 {
+            described += list(&l, folder * 1000, 1000);
+        }
+        assert!(l.is_bare());
+        // Described until PROBE_AGE + PROBE_BATCH probes were handed out, bare after.
+        let until = (PROBE_AGE as u64 + PROBE_BATCH as u64) * PROBE_EVERY as u64;
+        assert!(described < until, "{described} described");
+        assert_eq!(list(&l, 50_000, 1000), 0);
+        assert!(l.page().describe(1, NodeKind::Dir));
+    }
+
+    #[test]
+    fn a_walk_that_stats_what_it_lists_keeps_describing() {
+        let l = Listing::default();
+        for folder in 0..50u64 {
+            let first = folder * 1000;
+            let described = list(&l, first, 1000);
+            assert!(described >= 1000 - 1000 / PROBE_EVERY as u64 - 1);
+            // The stat walk: every entry is looked up, described ones by the kernel only
+            // when they were not described (so: the probes).
+            for ino in first..first + 1000 {
+                if l.lock().waiting.contains(&ino) {
+                    l.looked_up(ino, NodeKind::File);
+                }
+            }
+        }
+        assert!(!l.is_bare());
+    }
+
+    #[test]
+    fn a_reader_a_few_folders_behind_the_walk_keeps_describing() {
+        let l = Listing::default();
+        let folders = 40u64;
+        for folder in 0..folders + 3 {
+            if folder < folders {
+                list(&l, folder * 1000, 1000);
+            }
+            // `find | xargs cat`: the reader opens folder N-3 while folder N is listed.
+            if let Some(behind) = folder.checked_sub(3) {
+                for ino in behind * 1000..behind * 1000 + 1000 {
+                    if l.lock().waiting.contains(&ino) {
+                        l.looked_up(ino, NodeKind::File);
+                    }
+                }
+            }
+        }
+        assert!(!l.is_bare());
+    }
+
+    #[test]
+    fn a_reader_far_behind_the_walk_keeps_most_of_the_listing_described() {
+        // `find | xargs cat` on a slow reader: the walk lists everything first, the reader
+        // then uses a few entries of bare listings between each of the walk's folders.
+        let l = Listing::default();
+        let (folders, mut described, mut next_miss) = (300u64, 0, 1_000_000u64);
+        for folder in 0..folders {
+            described += list(&l, folder * 1000, 1000);
+            if l.is_bare() {
+                for _ in 0..MISSES_TO_DESCRIBE {
+                    l.looked_up(next_miss, NodeKind::File);
+                    next_miss += 1;
+                }
+            }
+        }
+        assert!(described > folders * 1000 * 9 / 10, "{described} described");
+    }
+
+    #[test]
+    fn lookups_of_bare_files_switch_back_to_describing() {
+        let l = Listing::default();
+        for folder in 0..20 {
+            list(&l, folder * 1000, 1000);
+        }
+        assert!(l.is_bare());
+        for ino in 0..MISSES_TO_DESCRIBE as u64 - 1 {
+            l.looked_up(ino, NodeKind::File);
+            l.looked_up(ino, NodeKind::Dir);
+        }
+        assert!(l.is_bare());
+        l.looked_up(99, NodeKind::Symlink);
+        assert!(!l.is_bare());
+        assert_eq!(list(&l, 90_000, 10), 10);
+    }
+}
