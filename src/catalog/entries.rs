@@ -135,11 +135,15 @@ impl Catalog {
     }
 
     /// Children of a folder (`parent` = the folder's path, empty for the root), by name,
-    /// starting after `after` (for paging through huge folders), at most `limit`.
+    /// starting after `after` (for paging through huge folders), at most `limit`. (Names
+    /// are never empty, so "after the empty name" is the first page: one index range either
+    /// way, where `?3 IS NULL OR name > ?3` made SQLite scan each page from the folder's
+    /// first entry.)
     pub fn children(&self, dataset_id: i64, parent: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Entry>> {
         let mut stmt = self.conn().prepare_cached(&format!(
-            "{SELECT} WHERE e.dataset_id = ?1 AND e.parent = ?2 AND (?3 IS NULL OR e.name > ?3) ORDER BY e.name LIMIT ?4"
+            "{SELECT} WHERE e.dataset_id = ?1 AND e.parent = ?2 AND e.name > ?3 ORDER BY e.name LIMIT ?4"
         ))?;
+        let after = after.unwrap_or_default();
         let rows = stmt.query_map(params![dataset_id, parent, after, limit as i64], from_row)?;
         rows.map(|r| r.map_err(Error::from)).collect()
     }

@@ -68,9 +68,11 @@ impl Catalog {
     ) -> Result<Vec<ChildName>> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT e.id, e.name, e.kind FROM entries e
-             WHERE e.dataset_id = ?1 AND e.parent = ?2 AND (?3 IS NULL OR e.name > ?3)
+             WHERE e.dataset_id = ?1 AND e.parent = ?2 AND e.name > ?3
              ORDER BY e.name LIMIT ?4 OFFSET ?5",
         )?;
+        // Names are never empty: after "" is from the first (see `Catalog::children`).
+        let after = after.unwrap_or_default();
         let rows = stmt.query_map(params![dataset_id, parent, after, limit as i64, skip as i64], |r| {
             Ok(ChildName {
                 id: r.get(0)?,
