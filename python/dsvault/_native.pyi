@@ -17,6 +17,7 @@ def open_vault(
     cache_dir: str | os.PathLike[str] | None = None,
     cache_size: int | None = None,
     memory_cache: int = 33554432,
+    file_cache: int = 0,
 ) -> Vault: ...
 
 class Vault:
@@ -24,7 +25,7 @@ class Vault:
     def path(self) -> str: ...
     @property
     def options(self) -> dict[str, Any]:
-        """``{"cache_dir", "cache_size", "memory_cache"}`` as given to ``open_vault``."""
+        """``{"cache_dir", "cache_size", "memory_cache", "file_cache"}`` as given to ``open_vault``."""
     def datasets(self) -> list[str]: ...
     def dataset(self, name: str) -> Dataset: ...
 
@@ -52,6 +53,8 @@ class Dataset:
     def open_raw(self, path: str) -> File: ...
     def read_range(self, path: str, start: int = 0, end: int | None = None) -> bytes: ...
     def readinto_at(self, path: str, offset: int, buffer: Buffer) -> int: ...
+    def cache_info(self) -> dict[str, int]:
+        """Bytes held in memory now: ``{"memory_cache": ..., "file_cache": ...}``."""
 
 class File:
     @property

@@ -42,10 +42,11 @@ class DsvaultFileSystem(AbstractFileSystem):
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size: int | None = None,
         memory_cache: int | None = None,
+        file_cache: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        given = {"cache_dir": cache_dir, "cache_size": cache_size, "memory_cache": memory_cache}
+        given = {"cache_dir": cache_dir, "cache_size": cache_size, "memory_cache": memory_cache, "file_cache": file_cache}
         self._open_args = {k: v for k, v in given.items() if v is not None}
         if isinstance(vault, _native.Vault):
             # Reopened in each process with the options it was opened with (unless overridden).

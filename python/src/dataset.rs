@@ -189,18 +189,19 @@ impl Dataset {
         file.fill(py, offset, &buf)
     }
 
+    /// Bytes held in memory now: `{"memory_cache": verified chunks, "file_cache": whole files}`.
+    fn cache_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let reader = self.reader()?;
+        let d = PyDict::new(py);
+        d.set_item("memory_cache", reader.cached_bytes())?;
+        d.set_item("file_cache", reader.file_cache_bytes())?;
+        Ok(d)
+    }
+
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
         let f = py.import("dsvault._native")?.getattr("_reopen_dataset")?;
         let s = &self.settings;
-        let args = (
-            s.dir.clone(),
-            s.cache_dir.clone(),
-            s.cache_size,
-            s.memory_cache,
-            &self.name,
-            &self.root,
-        )
-            .into_pyobject(py)?;
+        let args = (s.dir.clone(), s.keywords(py)?, &self.name, &self.root).into_pyobject(py)?;
         Ok((f, args))
     }
 

@@ -36,6 +36,8 @@ struct Settings {
     cache_dir: Option<PathBuf>,
     cache_size: Option<u64>,
     memory_cache: u64,
+    /// Bytes of whole files each open dataset keeps once read whole (0: none).
+    file_cache: u64,
 }
 
 impl Settings {
@@ -55,11 +57,6 @@ impl Settings {
         }
     }
 
-    fn args<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let s = self.clone();
-        (s.dir, s.cache_dir, s.cache_size, s.memory_cache).into_pyobject(py)
-    }
-
     /// The options as `open_vault` keywords (what the fsspec and PyTorch adapters reopen
     /// the vault with in another process).
     fn keywords<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -68,6 +65,7 @@ impl Settings {
         d.set_item("cache_dir", cache_dir)?;
         d.set_item("cache_size", self.cache_size)?;
         d.set_item("memory_cache", self.memory_cache)?;
+        d.set_item("file_cache", self.file_cache)?;
         Ok(d)
     }
 }
@@ -87,7 +85,7 @@ impl Vault {
         self.settings.dir.clone()
     }
 
-    /// The options it was opened with: `{"cache_dir", "cache_size", "memory_cache"}`.
+    /// The options it was opened with: `{"cache_dir", "cache_size", "memory_cache", "file_cache"}`.
     #[getter]
     fn options<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.settings.keywords(py)
@@ -109,8 +107,9 @@ impl Vault {
     }
 
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
-        let f = py.import("dsvault._native")?.getattr("open_vault")?;
-        Ok((f, self.settings.args(py)?))
+        let f = py.import("dsvault._native")?.getattr("_reopen_vault")?;
+        let args = (self.settings.dir.clone(), self.settings.keywords(py)?).into_pyobject(py)?;
+        Ok((f, args))
     }
 
     fn __repr__(&self) -> String {
@@ -121,15 +120,17 @@ impl Vault {
 /// Open the vault in folder `path` (default: `$DSVAULT_DIR`). `cache_dir`: the folder a
 /// remote store's disk cache is kept in (default `<vault>/cache`; give one of your own when
 /// you may only read the vault); `cache_size`: bytes that cache may hold; `memory_cache`:
-/// bytes of verified chunks each open dataset keeps in memory.
+/// bytes of verified chunks each open dataset keeps in memory; `file_cache`: bytes of whole
+/// files each open dataset keeps in memory once read whole (0: off).
 #[pyfunction]
-#[pyo3(signature = (path=None, cache_dir=None, cache_size=None, memory_cache=DEFAULT_MEMORY_CACHE))]
+#[pyo3(signature = (path=None, cache_dir=None, cache_size=None, memory_cache=DEFAULT_MEMORY_CACHE, file_cache=0))]
 fn open_vault(
     py: Python<'_>,
     path: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     cache_size: Option<u64>,
     memory_cache: u64,
+    file_cache: u64,
 ) -> PyResult<Vault> {
     let dir = match path.or_else(|| std::env::var_os("DSVAULT_DIR").map(PathBuf::from)) {
         Some(d) => d,
@@ -144,6 +145,7 @@ fn open_vault(
         cache_dir: cache_dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
         cache_size,
         memory_cache,
+        file_cache,
     };
     let vault = py.detach(|| settings.open()).map_err(|e| lib_err(&e))?;
     Ok(Vault {
@@ -158,6 +160,7 @@ fn open_dataset(py: Python<'_>, settings: &Settings, name: &str, root: Option<&s
     let r: DatasetRef = name.parse().map_err(|e: dsvault::Error| lib_err(&e))?;
     let reader = py
         .detach(|| DatasetReader::open(settings.open()?, &r, settings.options()))
+        .map(|reader| reader.with_file_cache(settings.file_cache))
         .map_err(|e| lib_err(&e))?;
     if let Some(root) = root.filter(|want| *want != reader.root().to_hex()) {
         return Err(PyValueError::new_err(format!(
@@ -169,29 +172,31 @@ fn open_dataset(py: Python<'_>, settings: &Settings, name: &str, root: Option<&s
     Ok(Dataset::new(reader, settings.clone()))
 }
 
-/// Unpickle a dataset: reopen it in this process.
+/// Unpickle a vault: `open_vault(path, **options)` in this process.
+#[pyfunction]
+fn _reopen_vault<'py>(py: Python<'py>, path: PathBuf, options: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+    let open = py.import("dsvault._native")?.getattr("open_vault")?;
+    open.call((path,), Some(options))
+}
+
+/// Unpickle a dataset: reopen it in this process (failing if its name has other content now).
 #[pyfunction]
 fn _reopen_dataset(
     py: Python<'_>,
     path: PathBuf,
-    cache_dir: Option<PathBuf>,
-    cache_size: Option<u64>,
-    memory_cache: u64,
+    options: &Bound<'_, PyDict>,
     name: &str,
     root: &str,
 ) -> PyResult<Dataset> {
-    let settings = Settings {
-        dir: path,
-        cache_dir,
-        cache_size,
-        memory_cache,
-    };
-    open_dataset(py, &settings, name, Some(root))
+    let vault = _reopen_vault(py, path, options)?;
+    let vault: PyRef<'_, Vault> = vault.extract()?;
+    open_dataset(py, &vault.settings, name, Some(root))
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open_vault, m)?)?;
+    m.add_function(wrap_pyfunction!(_reopen_vault, m)?)?;
     m.add_function(wrap_pyfunction!(_reopen_dataset, m)?)?;
     m.add_class::<Vault>()?;
     m.add_class::<Dataset>()?;

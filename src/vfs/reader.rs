@@ -7,8 +7,17 @@
 //! into a caller's buffer through an open handle of the view. It serves the same verified,
 //! cached bytes as the mount (it is a single-dataset [`Vfs`] underneath) and never writes:
 //! there is no call here that could.
+//!
+//! Also owns an optional, byte-bounded cache of whole files (off unless
+//! [`DatasetReader::with_file_cache`] sizes it): a file read whole once (its bytes verified
+//! on the way, as every read's) is kept by content hash and served from memory afterwards,
+//! without a pack read or a hash. It is what a mount gets from the kernel's page cache,
+//! which an adapter without a kernel in between does not have: a training loop's second
+//! epoch over small files reads memory instead of copying from the page cache and hashing
+//! again. Only verified bytes enter it; contents never change, so nothing in it goes stale.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::nodes::entry_attr;
@@ -170,6 +179,61 @@ impl PathInfo {
 pub struct DatasetReader {
     vfs: Vfs,
     dataset: Arc<DatasetInfo>,
+    files: FileCache,
+    /// Content and size of each open handle's file, while the file cache is on.
+    handles: Mutex<HashMap<u64, (ContentId, u64)>>,
+}
+
+/// Whole files' verified bytes by content hash, least recently used out first, at most
+/// `capacity` bytes in all (0: off).
+#[derive(Default)]
+struct FileCache {
+    capacity: u64,
+    lru: Mutex<FileLru>,
+}
+
+#[derive(Default)]
+struct FileLru {
+    bytes: u64,
+    tick: u64,
+    map: HashMap<ContentId, (Arc<Vec<u8>>, u64)>,
+    order: BTreeMap<u64, ContentId>,
+}
+
+impl FileCache {
+    fn get(&self, id: &ContentId) -> Option<Arc<Vec<u8>>> {
+        let mut lru = self.lru.lock().expect("file cache lock");
+        lru.tick += 1;
+        let tick = lru.tick;
+        let (bytes, used) = lru.map.get_mut(id)?;
+        let (bytes, before) = (bytes.clone(), std::mem::replace(used, tick));
+        lru.order.remove(&before);
+        lru.order.insert(tick, *id);
+        Some(bytes)
+    }
+
+    /// Keep `bytes` (the verified content `id`), pushing out the least recently used.
+    fn put(&self, id: ContentId, bytes: Vec<u8>) {
+        let len = bytes.len() as u64;
+        if len > self.capacity {
+            return;
+        }
+        let mut lru = self.lru.lock().expect("file cache lock");
+        if lru.map.contains_key(&id) {
+            return;
+        }
+        while lru.bytes + len > self.capacity {
+            let Some((_, old)) = lru.order.pop_first() else { break };
+            if let Some((gone, _)) = lru.map.remove(&old) {
+                lru.bytes -= gone.len() as u64;
+            }
+        }
+        lru.tick += 1;
+        let tick = lru.tick;
+        lru.bytes += len;
+        lru.map.insert(id, (Arc::new(bytes), tick));
+        lru.order.insert(tick, id);
+    }
 }
 
 impl DatasetReader {
@@ -185,7 +249,23 @@ impl DatasetReader {
             .single
             .clone()
             .expect("a single-dataset view has its dataset");
-        Ok(DatasetReader { vfs, dataset })
+        Ok(DatasetReader {
+            vfs,
+            dataset,
+            files: FileCache::default(),
+            handles: Mutex::default(),
+        })
+    }
+
+    /// Keep up to `bytes` of whole files in memory once read whole (see the module's doc).
+    pub fn with_file_cache(mut self, bytes: u64) -> DatasetReader {
+        self.files.capacity = bytes;
+        self
+    }
+
+    /// Bytes of whole files held in memory now.
+    pub fn file_cache_bytes(&self) -> u64 {
+        self.files.lru.lock().expect("file cache lock").bytes
     }
 
     /// `KIND/NAME@VERSION`.
@@ -247,12 +327,39 @@ impl DatasetReader {
         };
         let mut info = PathInfo::of_entry(&entry);
         info.name = split_path(path.as_bytes()).1.to_vec();
-        Ok((self.vfs.open(super::nodes::entry_ino(entry.id))?, info))
+        let fh = self.vfs.open(super::nodes::entry_ino(entry.id))?;
+        if let (true, Some(content)) = (self.files.capacity > 0, info.content) {
+            let mut handles = self.handles.lock().expect("handles lock");
+            handles.insert(fh, (content, info.size));
+        }
+        Ok((fh, info))
     }
 
     /// Fill `buf` with the verified bytes of open file `fh` from `offset`; fewer only at the
-    /// end of the file. Returns how many were written.
+    /// end of the file. Returns how many were written. With the file cache on, a file kept
+    /// there is served from memory, and one read whole is kept.
     pub fn read_at(&self, fh: u64, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
+        if self.files.capacity == 0 {
+            return self.read_through(fh, offset, buf);
+        }
+        let Some((content, size)) = self.handles.lock().expect("handles lock").get(&fh).copied() else {
+            return self.read_through(fh, offset, buf);
+        };
+        if let Some(bytes) = self.files.get(&content) {
+            let from = (offset.min(size) as usize).min(bytes.len());
+            let n = buf.len().min(bytes.len() - from);
+            buf[..n].copy_from_slice(&bytes[from..from + n]);
+            return Ok(n);
+        }
+        let n = self.read_through(fh, offset, buf)?;
+        if offset == 0 && n as u64 == size {
+            self.files.put(content, buf[..n].to_vec());
+        }
+        Ok(n)
+    }
+
+    /// [`DatasetReader::read_at`] through the view (verified chunks).
+    fn read_through(&self, fh: u64, offset: u64, buf: &mut [u8]) -> VfsResult<usize> {
         let mut done = 0;
         while done < buf.len() {
             let want = (buf.len() - done).min(READ_STEP);
@@ -270,6 +377,9 @@ impl DatasetReader {
 
     /// Forget an open handle.
     pub fn close(&self, fh: u64) {
+        if self.files.capacity > 0 {
+            self.handles.lock().expect("handles lock").remove(&fh);
+        }
         self.vfs.release(fh);
     }
 
