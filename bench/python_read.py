@@ -15,6 +15,9 @@ import dsvault
 
 BIG = ["tables/metadata.csv", "tables/annotations.jsonl", "blobs/features.bin", "blobs/shard-0000.bin"]
 STEP = 8 << 20
+# The file cache of the "file_cache" row: room for every small file of the bench (877 MB at
+# scale 1), as the page cache has room for them in the mount's warm pass.
+FILE_CACHE = 1 << 30
 
 
 def drop_caches() -> None:
@@ -80,16 +83,28 @@ def main() -> None:
         ds = dsvault.open_vault(a.vault).dataset("gold/bench@v1")
         read_big_api(ds, buf)
 
+    # One Dataset with a file cache, reused by every pass of the row (epochs of a training
+    # loop): "dropped" is its first pass (cache empty), "warm" a later one (cache full).
+    cached = {}
+
+    def api_small_file_cache(mode):
+        if mode == "dropped" or "ds" not in cached:
+            cached["ds"] = dsvault.open_vault(a.vault, file_cache=FILE_CACHE).dataset("gold/bench@v1")
+        read_small_api(cached["ds"], small)
+
     tools = {
         "native open()": (lambda: read_small_open(a.data, small), lambda: read_big_open(a.data, buf)),
         "mount open()": (lambda: read_small_open(a.mount, small), lambda: read_big_open(a.mount, buf)),
         "dsvault Python API": (api_small, api_big),
+        f"dsvault Python API, file_cache={FILE_CACHE >> 20} MiB": ("file_cache", None),
         "dsvault cat": (None, lambda: read_big_cat(a.dsvault, a.vault)),
     }
     results: dict[tuple[str, str], list[float]] = {}
     for _ in range(a.repeat):
         for mode in ("dropped", "warm"):
             for name, (small_fn, big_fn) in tools.items():
+                if small_fn == "file_cache":
+                    small_fn = lambda mode=mode: api_small_file_cache(mode)  # noqa: E731
                 for kind, fn in (("small", small_fn), ("big", big_fn)):
                     if fn is None:
                         continue
@@ -119,10 +134,13 @@ def main() -> None:
             print(f"| {name} | {mode} | {'' if s is None else f'{s:.0f}'} | {'' if b is None else f'{b:.0f}'} |")
     print("\n| target | cache | ratio | goal |")
     print("|---|---|---|---|")
+    fc = f"dsvault Python API, file_cache={FILE_CACHE >> 20} MiB"
     for mode in ("dropped", "warm"):
         r1 = rate("dsvault Python API", mode, "small") / rate("mount open()", mode, "small")
+        r3 = rate(fc, mode, "small") / rate("mount open()", mode, "small")
         r2 = rate("dsvault Python API", mode, "big") / rate("dsvault cat", mode, "big")
         print(f"| small files, Python API / mount open() | {mode} | {r1:.2f} | ≥ 1.5 {'met' if r1 >= 1.5 else 'NOT met'} |")
+        print(f"| small files, Python API with file_cache / mount open() | {mode} | {r3:.2f} | ≥ 1.5 {'met' if r3 >= 1.5 else 'NOT met'} |")
         print(f"| large files, Python API / dsvault cat | {mode} | {r2:.2f} | ≥ 0.9 {'met' if r2 >= 0.9 else 'NOT met'} |")
 
 
