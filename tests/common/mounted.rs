@@ -29,9 +29,24 @@ pub struct Mounted {
 }
 
 impl Mounted {
-    /// Unmount cleanly and wait for the server to exit; returns its exit code.
+    /// Unmount cleanly and wait for the server to exit; returns its exit code. A mount that
+    /// is briefly busy (the kernel still releasing what a finished command had open) is
+    /// retried for 10 s; one still busy then is detached (`umount -l`) rather than waited on
+    /// for ever, so the server exits either way.
     pub fn unmount(mut self) -> Option<i32> {
-        let _ = std::process::Command::new("umount").arg(&self.mp).status();
+        let start = Instant::now();
+        loop {
+            let _ = std::process::Command::new("umount").arg(&self.mp).status();
+            if !is_mounted(&self.mp) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                eprintln!("{} still busy after 10 s: detached (umount -l)", self.mp.display());
+                let _ = std::process::Command::new("umount").arg("-l").arg(&self.mp).status();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         self.child.take().and_then(|mut c| c.wait().ok()).and_then(|s| s.code())
     }
 
