@@ -11,6 +11,8 @@
 //! Never: reads dataset content or writes into the store; [`crate::ops::derive`] turns the
 //! merged view into a dataset, and the FUSE overlay ([`crate::vfs::work`]) writes into
 //! `upper/` and records deletes as the same whiteout rows [`Workspace::whiteout`] adds.
+//! Keeping bases alive on a shared store is the caller's [`BasePins`] (the shared-gc
+//! protocol lives in `ops`); this module only says when to pin and unpin.
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -40,6 +42,23 @@ pub(crate) fn replaced_by_later_base(
         at = split_path(at).0;
     }
     Ok(false)
+}
+
+/// Keeps a workspace's bases alive beyond this vault while the workspace exists: on a shared
+/// store, a pin that `gc` on every machine honours (`ops::shared_gc::StorePins`). Creating a
+/// workspace pins before the workspace is recorded (and unpins if recording fails);
+/// removing one unpins before its folder goes. `dir` is the workspace's folder, where an
+/// implementation may keep what it needs to unpin.
+pub trait BasePins {
+    fn pin(
+        &self,
+        vault: &Vault,
+        catalog: &Catalog,
+        workspace: &str,
+        dir: &Path,
+        bases: &[(String, crate::RootHash)],
+    ) -> Result<()>;
+    fn unpin(&self, vault: &Vault, dir: &Path) -> Result<()>;
 }
 
 /// An open workspace.
@@ -94,13 +113,19 @@ impl Workspace {
 
     /// Create workspace `name` over `bases` (lowest first), with an empty upper layer,
     /// belonging to the caller.
-    pub fn create(vault: &Vault, name: &str, bases: &[DatasetRef]) -> Result<Workspace> {
-        Workspace::create_for(vault, name, bases, None)
+    pub fn create(vault: &Vault, name: &str, bases: &[DatasetRef], pins: &dyn BasePins) -> Result<Workspace> {
+        Workspace::create_for(vault, name, bases, None, pins)
     }
 
     /// [`Workspace::create`], belonging to user `owner` (a uid) when given: how root makes a
     /// workspace for a user of a vault that user may not write (changing owners needs root).
-    pub fn create_for(vault: &Vault, name: &str, bases: &[DatasetRef], owner: Option<u32>) -> Result<Workspace> {
+    pub fn create_for(
+        vault: &Vault,
+        name: &str,
+        bases: &[DatasetRef],
+        owner: Option<u32>,
+        pins: &dyn BasePins,
+    ) -> Result<Workspace> {
         validate_component("workspace name", name)?;
         vault.require_writable()?;
         let catalog = vault.catalog()?;
@@ -132,9 +157,9 @@ impl Workspace {
             .zip(&base_rows)
             .map(|(d, b)| (d.name.to_string(), b.root))
             .collect();
-        let pinned = crate::ops::shared_gc::pin_workspace(vault, &catalog, name, &dir, &bases);
+        let pinned = pins.pin(vault, &catalog, name, &dir, &bases);
         if let Err(e) = pinned.and_then(|()| catalog.insert_workspace(name, &base_rows)) {
-            crate::ops::shared_gc::unpin_workspace(vault, &dir)?;
+            pins.unpin(vault, &dir)?;
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
@@ -174,7 +199,7 @@ impl Workspace {
 
     /// Remove workspace `name`: its upper layer first (so an interrupted removal can be run
     /// again), then its catalog rows. Its bases stay; `gc` reclaims what only it used.
-    pub fn remove(vault: &Vault, name: &str) -> Result<()> {
+    pub fn remove(vault: &Vault, name: &str, pins: &dyn BasePins) -> Result<()> {
         validate_component("workspace name", name)?;
         vault.require_writable()?;
         let catalog = vault.catalog()?;
@@ -187,7 +212,7 @@ impl Workspace {
             Err(Error::Io { .. }) if !dir.exists() => None,
             other => Some(other?),
         };
-        crate::ops::shared_gc::unpin_workspace(vault, &dir)?;
+        pins.unpin(vault, &dir)?;
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("removing", &dir, e)),
             _ => {}

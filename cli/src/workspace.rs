@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use dsvault::ops::shared_gc::StorePins;
 use dsvault::workspace::Workspace;
 use dsvault::DatasetRef;
 
@@ -67,7 +68,7 @@ pub fn workspace(g: &Globals, a: WorkspaceArgs) -> Result<i32> {
             let uid = owner
                 .map(|o| dsvault::sharing::user_by_name(&o).map(|(uid, _)| uid))
                 .transpose()?;
-            let w = Workspace::create_for(&vault, &name, &bases, uid)
+            let w = Workspace::create_for(&vault, &name, &bases, uid, &StorePins)
                 .with_context(|| format!("creating workspace {name}"))?;
             if g.json {
                 json_line(&workspace_json(&w))?;
@@ -92,7 +93,7 @@ pub fn workspace(g: &Globals, a: WorkspaceArgs) -> Result<i32> {
             }
         }
         WorkspaceCommand::Rm { name } => {
-            Workspace::remove(&vault, &name).with_context(|| format!("removing workspace {name}"))?;
+            Workspace::remove(&vault, &name, &StorePins).with_context(|| format!("removing workspace {name}"))?;
             if g.json {
                 json_line(&json!({ "removed": name }))?;
             } else if !g.quiet {

@@ -34,7 +34,7 @@ pub const CRASH_BEFORE_DERIVE: &str = "run-before-derive";
 /// must have exactly the bases given, if any are.
 pub fn workspace_for_run(vault: &Vault, name: &str, bases: &[DatasetRef]) -> Result<Workspace> {
     let ws = match Workspace::open(vault, name) {
-        Err(Error::WorkspaceNotFound(_)) => return Workspace::create(vault, name, bases),
+        Err(Error::WorkspaceNotFound(_)) => return Workspace::create(vault, name, bases, &super::shared_gc::StorePins),
         other => other?,
     };
     if bases.is_empty() {

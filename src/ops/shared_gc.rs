@@ -23,6 +23,7 @@ use crate::manifest::parse_and_check;
 use crate::store::shared::{CondemnedObject, LeaseGuard, PinBody, MARGIN_SECS};
 use crate::store::{lineage_key, manifest_key, pack_key, ObjectInfo, Store};
 use crate::vault::Vault;
+use crate::workspace::BasePins;
 
 /// One object gc deleted or would delete, or condemned.
 #[derive(Debug, Clone, Serialize)]
@@ -124,39 +125,47 @@ fn spare(vault: &Vault, catalog: &Catalog, stuck: &[PackId], condemned: &HashMap
 /// The file in a workspace's folder that holds the key of its pin in the store.
 const PIN_FILE: &str = "store-pin";
 
-/// On a shared store, pin a new workspace's bases (under a lease, refused when a base was
-/// condemned by a gc) and remember the pin's key in the workspace folder `dir`.
-pub(crate) fn pin_workspace(
-    vault: &Vault,
-    catalog: &Catalog,
-    workspace: &str,
-    dir: &std::path::Path,
-    bases: &[(String, RootHash)],
-) -> Result<()> {
-    let store = vault.store();
-    if !store.is_shared() {
-        return Ok(());
-    }
-    let _lease = begin_write(vault, catalog, &format!("workspace create {workspace}"))?;
-    let key = store.put_pin(&PinBody {
-        workspace: workspace.to_string(),
-        host: std::fs::read_to_string("/etc/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        bases: bases.iter().map(|(d, r)| (d.clone(), r.to_hex())).collect(),
-    })?;
-    let file = dir.join(PIN_FILE);
-    std::fs::write(&file, &key).map_err(Error::io_at("writing", &file))
-}
+/// Workspaces' pins in the store: what every caller of
+/// [`crate::workspace::Workspace::create`] and [`crate::workspace::Workspace::remove`] passes.
+///
+/// On a shared store, pinning a new workspace's bases happens under a lease (refused when a
+/// base was condemned by a gc) and remembers the pin's key in the workspace folder;
+/// unpinning removes that pin (if there is one). On a store of one machine both do nothing.
+pub struct StorePins;
 
-/// Remove a workspace's pin from the store (if it has one); its folder `dir` still exists.
-pub(crate) fn unpin_workspace(vault: &Vault, dir: &std::path::Path) -> Result<()> {
-    let file = dir.join(PIN_FILE);
-    match std::fs::read_to_string(&file) {
-        Ok(key) => vault.store().remove_pin(key.trim()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("reading", &file, e)),
+impl BasePins for StorePins {
+    fn pin(
+        &self,
+        vault: &Vault,
+        catalog: &Catalog,
+        workspace: &str,
+        dir: &std::path::Path,
+        bases: &[(String, RootHash)],
+    ) -> Result<()> {
+        let store = vault.store();
+        if !store.is_shared() {
+            return Ok(());
+        }
+        let _lease = begin_write(vault, catalog, &format!("workspace create {workspace}"))?;
+        let key = store.put_pin(&PinBody {
+            workspace: workspace.to_string(),
+            host: std::fs::read_to_string("/etc/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            bases: bases.iter().map(|(d, r)| (d.clone(), r.to_hex())).collect(),
+        })?;
+        let file = dir.join(PIN_FILE);
+        std::fs::write(&file, &key).map_err(Error::io_at("writing", &file))
+    }
+
+    fn unpin(&self, vault: &Vault, dir: &std::path::Path) -> Result<()> {
+        let file = dir.join(PIN_FILE);
+        match std::fs::read_to_string(&file) {
+            Ok(key) => vault.store().remove_pin(key.trim()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("reading", &file, e)),
+        }
     }
 }
 
