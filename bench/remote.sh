@@ -111,12 +111,28 @@ print(n)" "$1"
     # moto's log
     gc_run() {
         local t0 l0
-        l0=$(grep -c '" [0-9][0-9][0-9] ' "$LOG/moto-gc.log" || true)
+        l0=$(wc -l <"$LOG/moto-gc.log")
         t0=$(now)
         "$DSVAULT" --vault "$V" --json gc --grace-minutes 0 >"$LOG/gc-$1.json"
         GC_SECS[$1]=$(secs "$t0" "$(now)")
-        GC_REQS[$1]=$(($(grep -c '" [0-9][0-9][0-9] ' "$LOG/moto-gc.log") - l0))
-        GC_KINDS[$1]=$(tail -n +$((l0 + 1)) "$LOG/moto-gc.log" | grep -o '"[A-Z]* ' | sort | uniq -c | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }' | tr -d '"')
+        read -r GC_REQS[$1] GC_KINDS[$1] < <(tail -n +$((l0 + 1)) "$LOG/moto-gc.log" | request_kinds)
+    }
+    # request_kinds < MOTO_LOG: "TOTAL N1 KIND1, N2 KIND2, ..." for the request lines (moto
+    # colours the request of a 4xx answer; listings and batch deletes are told apart).
+    request_kinds() {
+        python3 -c '
+import collections, re, sys
+kinds = collections.Counter()
+for line in sys.stdin:
+    m = re.search(r"\"(?:\x1b\[[0-9;]*m)*([A-Z]+) (\S+) HTTP", line)
+    if m:
+        method, path = m.groups()
+        if method == "GET" and "list-type=" in path:
+            method = "LIST"
+        elif method == "POST" and "?delete" in path:
+            method = "DELETE-batch"
+        kinds[method] += 1
+print(sum(kinds.values()), ", ".join(f"{n} {k}" for k, n in kinds.most_common()))'
     }
     now() { date +%s.%N; }
     secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
