@@ -487,6 +487,28 @@ mod tests {
     }
 
     #[test]
+    fn the_file_cache_keeps_the_most_recently_used_within_its_bound() {
+        let cache = FileCache {
+            capacity: 10,
+            ..FileCache::default()
+        };
+        let id = |b: u8| ContentId::of(&[b]);
+        cache.put(id(1), vec![1; 4]);
+        cache.put(id(2), vec![2; 4]);
+        assert!(cache.get(&id(1)).is_some()); // now 2 is the least recently used
+        cache.put(id(3), vec![3; 4]); // 12 > 10: 2 goes
+        assert!(cache.get(&id(2)).is_none());
+        assert_eq!(cache.get(&id(1)).as_deref(), Some(&vec![1; 4]));
+        assert_eq!(cache.get(&id(3)).as_deref(), Some(&vec![3; 4]));
+        cache.put(id(4), vec![4; 11]); // larger than the bound: never kept, nothing pushed out
+        assert!(cache.get(&id(4)).is_none());
+        assert_eq!(cache.lru.lock().unwrap().bytes, 8);
+        let off = FileCache::default(); // capacity 0: keeps nothing
+        off.put(id(5), vec![5]);
+        assert!(off.get(&id(5)).is_none());
+    }
+
+    #[test]
     fn link_targets_resolve_inside_the_dataset_only() {
         let at = |p: &str, t: &str| {
             DatasetPath::parse(p.as_bytes())
