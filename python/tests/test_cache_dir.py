@@ -109,7 +109,8 @@ def python_for(user: str) -> str:
 
 def test_a_user_who_may_only_read_the_vault_caches_in_their_own_cache_dir(source, fresh_remote):
     """The vault (root's, 0755) is read by another account: with cache_dir it reads every
-    file right, fills its own cache and writes nothing into the vault."""
+    file right, fills its own cache and writes nothing into the vault; a cache_dir it may
+    not write (root's, 0755) is refused with a PermissionError naming it."""
     assert os.geteuid() == 0, "this test runs as root: it creates an account and runs as it"
     server, vault = fresh_remote
     ensure_user(READER)
@@ -131,11 +132,21 @@ def test_a_user_who_may_only_read_the_vault_caches_in_their_own_cache_dir(source
             "for rel, want in files.items():\n"
             "    assert ds.read_range(rel) == want, rel\n"
             "print(len(os.listdir(os.path.join(sys.argv[3], 'extents'))))\n"
+            # A cache folder that exists but this user may not write: refused, named.
+            "try:\n"
+            "    dsvault.open_vault(sys.argv[2], cache_dir=sys.argv[4])\n"
+            "except PermissionError as e:\n"
+            "    assert sys.argv[4] in str(e) and 'cache folder' in str(e), e\n"
+            "else:\n"
+            "    raise AssertionError('a cache_dir the user may not write was accepted')\n"
         )
         env = [f"{k}={v}" for k, v in server.env.items()] + [f"PYTHONPATH={shared / 'pkg'}", f"HOME={home}"]
         python = python_for(READER)
         out = subprocess.run(
-            ["runuser", "-u", READER, "--", "env", *env, python, "-c", script, str(shared / "files.json"), str(vault), str(home / "cache")],
+            [
+                "runuser", "-u", READER, "--", "env", *env, python, "-c", script,
+                str(shared / "files.json"), str(vault), str(home / "cache"), str(shared),
+            ],
             capture_output=True,
             text=True,
         )
