@@ -74,9 +74,18 @@ impl Default for State {
 }
 
 impl Listing {
-    /// The policy for one READDIRPLUS answer: ask [`Page::describe`] per entry.
+    /// The policy for one READDIRPLUS answer: ask [`Page::describe`] per entry. The page
+    /// decides from a copy of the mode taken now and hands its probes over when dropped, so
+    /// no lock is held while the view reads the catalog (other threads' LOOKUPs and pages go
+    /// on meanwhile).
     pub(crate) fn page(&self) -> Page<'_> {
-        Page { state: self.lock() }
+        let s = self.lock();
+        Page {
+            listing: self,
+            bare: s.bare,
+            since_probe: s.since_probe,
+            probes: Vec::new(),
+        }
     }
 
     /// A LOOKUP found `ino`, of kind `kind`.
@@ -114,9 +123,13 @@ impl Listing {
     }
 }
 
-/// The policy held for one READDIRPLUS answer.
+/// The policy for one READDIRPLUS answer (see [`Listing::page`]).
 pub(crate) struct Page<'a> {
-    state: MutexGuard<'a, State>,
+    listing: &'a Listing,
+    bare: bool,
+    since_probe: u32,
+    /// Probes handed out in this page, in order.
+    probes: Vec<u64>,
 }
 
 impl Describe for Page<'_> {
@@ -124,7 +137,7 @@ impl Describe for Page<'_> {
         Page::describe(self, entry.ino, entry.kind)
     }
     fn expects_files(&self) -> bool {
-        !self.state.bare
+        !self.bare
     }
 }
 
@@ -134,17 +147,34 @@ impl Page<'_> {
         if kind == NodeKind::Dir {
             return true;
         }
-        let s = &mut *self.state;
-        if s.bare {
+        if self.bare {
             return false;
         }
-        s.since_probe += 1;
-        if s.since_probe < PROBE_EVERY {
+        self.since_probe += 1;
+        if self.since_probe < PROBE_EVERY {
             return true;
         }
-        s.since_probe = 0;
-        s.probes.push_back(ino);
-        s.waiting.insert(ino);
+        self.since_probe = 0;
+        self.probes.push(ino);
+        false
+    }
+}
+
+impl Drop for Page<'_> {
+    /// Hand the page's probes to the mount's state (unless it went bare meanwhile, when they
+    /// no longer matter) and judge the oldest ones.
+    fn drop(&mut self) {
+        let mut s = self.listing.lock();
+        if s.bare || self.bare {
+            return;
+        }
+        // Pages of other threads may have counted meanwhile: either count is as good a
+        // place to continue the spacing from.
+        s.since_probe = self.since_probe;
+        for &ino in &self.probes {
+            s.probes.push_back(ino);
+            s.waiting.insert(ino);
+        }
         while s.probes.len() > PROBE_AGE {
             let oldest = s.probes.pop_front().expect("probes is not empty");
             if s.waiting.remove(&oldest) {
@@ -154,7 +184,6 @@ impl Page<'_> {
                 }
             }
         }
-        false
     }
 }
 
@@ -200,13 +229,17 @@ impl State {
 mod tests {
     use super::*;
 
-    /// Lists `files` file entries (inodes from `first`) as one walk would, returning how
-    /// many were described.
+    /// Lists `files` file entries (inodes from `first`) as one walk would, in pages of 200
+    /// (the kernel's are about 220), returning how many were described.
     fn list(l: &Listing, first: u64, files: u64) -> u64 {
-        let mut page = l.page();
-        (first..first + files)
-            .filter(|&ino| page.describe(ino, NodeKind::File))
-            .count() as u64
+        let mut described = 0;
+        for start in (first..first + files).step_by(200) {
+            let mut page = l.page();
+            described += (start..(start + 200).min(first + files))
+                .filter(|&ino| page.describe(ino, NodeKind::File))
+                .count() as u64;
+        }
+        described
     }
 
     #[test]
@@ -217,8 +250,9 @@ mod tests {
             described += list(&l, folder * 1000, 1000);
         }
         assert!(l.is_bare());
-        // Described until PROBE_AGE + PROBE_BATCH probes were handed out, bare after.
-        let until = (PROBE_AGE as u64 + PROBE_BATCH as u64) * PROBE_EVERY as u64;
+        // Described until PROBE_AGE + PROBE_BATCH probes were handed out (and to the end of
+        // that page), bare after.
+        let until = (PROBE_AGE as u64 + PROBE_BATCH as u64) * PROBE_EVERY as u64 + 200;
         assert!(described < until, "{described} described");
         assert_eq!(list(&l, 50_000, 1000), 0);
         assert!(l.page().describe(1, NodeKind::Dir));
@@ -278,6 +312,17 @@ mod tests {
             }
         }
         assert!(described > folders * 1000 * 9 / 10, "{described} described");
+    }
+
+    #[test]
+    fn lookups_while_a_page_is_being_listed_do_not_wait_for_it() {
+        let l = Listing::default();
+        let mut page = l.page();
+        assert!(page.describe(1, NodeKind::File));
+        // What another thread's LOOKUP or page takes meanwhile is free.
+        assert!(l.state.try_lock().is_ok(), "a page holds the policy's lock");
+        l.looked_up(2, NodeKind::File);
+        drop(page);
     }
 
     #[test]
