@@ -22,7 +22,9 @@
 //! that grows each time it proved wrong, and going back needs little.
 //!
 //! A wrong guess costs time, never correctness: an entry without attributes is an ordinary
-//! directory entry, and the kernel sends a LOOKUP when it needs it.
+//! directory entry, and the kernel sends a LOOKUP when it needs it. A page decides from a
+//! copy of the mode and hands its probes over when it ends, so no lock is held while the
+//! view reads the catalog.
 //! Owns: that decision and its counters. Never: calls the view or answers requests.
 
 use std::collections::{HashSet, VecDeque};
@@ -36,7 +38,7 @@ const PROBE_EVERY: u32 = 64;
 /// (64 × 64 = 4,096 file entries: room for a reader that uses what a walk lists a few
 /// folders behind it, like `find | xargs cat`).
 const PROBE_AGE: usize = 64;
-/// Judged probes per decision.
+/// Judged probes the first decision to go bare needs.
 const PROBE_BATCH: u32 = 64;
 /// LOOKUPs of files, while listing bare, that switch to describing.
 const MISSES_TO_DESCRIBE: u32 = 16;
