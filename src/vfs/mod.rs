@@ -42,8 +42,8 @@ pub mod work;
 pub use cache::ChunkCache;
 pub use reader::{DatasetPath, DatasetReader, InvalidPath, PathInfo};
 pub use view::{
-    is_dot, Attr, Caller, Describe, DescribeNone, DirEntry, LocalStat, NodeKind, ReadOnlyView, SetAttr, SetTime,
-    StatFs, VfsError, VfsResult, WritableView,
+    is_dot, Attr, Caller, Describe, DescribeAll, DescribeNone, DirEntry, LocalStat, NodeKind, ReadOnlyView, SetAttr,
+    SetTime, StatFs, VfsError, VfsResult, WritableView,
 };
 
 use std::path::Path;
@@ -316,7 +316,10 @@ impl ReadOnlyView for Vfs {
     }
 
     /// Like [`Vfs::readdir`], with attributes for the entries `describe` picks. Under
-    /// `work/` each described entry counts a kernel reference (see [`Vfs::forget`]).
+    /// `work/` every entry is described and counts a kernel reference (see [`Vfs::forget`]):
+    /// an entry listed there without one would leave an inode record the kernel never
+    /// forgets (it never looked it up), and workspaces are not the large trees that d_type
+    /// walks over datasets are.
     fn readdir_plus(
         &self,
         ino: u64,
@@ -329,7 +332,7 @@ impl ReadOnlyView for Vfs {
             return self
                 .shared
                 .work
-                .readdir(&self.shared, ino, fh, offset, max.max(1), describe);
+                .readdir(&self.shared, ino, fh, offset, max.max(1), &mut DescribeAll);
         }
         dirs::readdir_plus(&self.shared, ino, fh, offset, max.max(1), describe)
     }
