@@ -629,36 +629,11 @@ fn dtype_walk(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, u64, fs::FileType)
     }
 }
 
-/// A d_type walk long enough for the mount to list files without attributes (nodeid 0 in
-/// READDIRPLUS, fuse/src/listing.rs) shows the same inode numbers and types as `stat`, and
-/// files listed that way still stat and read exactly like the source afterwards.
-#[test]
-fn files_listed_without_attributes_stat_and_read_like_the_source() {
+/// Checks what a d_type walk of `mp` listed against `stat` through the mount and the source
+/// tree `src`: same inode numbers and types, same sizes and (write-less) modes, and the bytes
+/// of every `read_every`th file.
+fn check_walk(mp: &Path, src: &Path, listed: &[(PathBuf, u64, fs::FileType)], read_every: usize) {
     use std::os::unix::fs::MetadataExt;
-    if !can_mount() {
-        return;
-    }
-    let v = Vault::new();
-    let src = v.root.join("src");
-    for d in 0..12 {
-        for f in 0..1000 {
-            let mode = if f % 7 == 0 { 0o755 } else { 0o644 };
-            common::write_file_mode(&src, format!("d{d:02}/f{f:04}"), format!("{d}/{f}\n").as_bytes(), mode);
-        }
-        common::write_file(&src, format!("d{d:02}/sub/inner"), b"inner");
-        common::symlink(&src, format!("d{d:02}/link"), "f0000");
-    }
-    v.ingest(&src, "walk", "v1");
-    let mp = v.mountpoint("mnt");
-    let mut c = v.cmd();
-    c.env("DSVAULT_LOG", "dsvault_fuse=debug")
-        .arg("mount")
-        .arg("walk@v1")
-        .arg(&mp);
-    let mut m = spawn_mount(c, &mp, true);
-
-    let mut listed = Vec::new();
-    dtype_walk(&mp, Path::new(""), &mut listed);
     // Per folder: itself, 1,000 files, `sub`, `sub/inner` and `link`.
     assert_eq!(listed.len(), 12 * 1004);
     for (i, (rel, ino, kind)) in listed.iter().enumerate() {
@@ -674,7 +649,7 @@ fn files_listed_without_attributes_stat_and_read_like_the_source() {
         if kind.is_file() {
             assert_eq!(served.len(), source.len(), "{rel:?}");
             assert_eq!(served.mode() & 0o7777, source.mode() & 0o555, "{rel:?}");
-            if i % 97 == 0 {
+            if i % read_every == 0 {
                 assert_eq!(
                     fs::read(mp.join(rel)).unwrap(),
                     fs::read(src.join(rel)).unwrap(),
@@ -683,9 +658,71 @@ fn files_listed_without_attributes_stat_and_read_like_the_source() {
             }
         }
     }
+}
+
+/// A d_type walk long enough for the mount to list files without attributes (nodeid 0 in
+/// READDIRPLUS, fuse/src/listing.rs) shows the same inode numbers and types as `stat`, and
+/// files listed that way still stat and read exactly like the source afterwards; so do
+/// four walkers at once on a fresh mount, two walking bare and two stat-walking and
+/// reading, while the mount's guess flips between them.
+#[test]
+fn files_listed_without_attributes_stat_and_read_like_the_source() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    for d in 0..12 {
+        for f in 0..1000 {
+            let mode = if f % 7 == 0 { 0o755 } else { 0o644 };
+            common::write_file_mode(&src, format!("d{d:02}/f{f:04}"), format!("{d}/{f}\n").as_bytes(), mode);
+        }
+        common::write_file(&src, format!("d{d:02}/sub/inner"), b"inner");
+        common::symlink(&src, format!("d{d:02}/link"), "f0000");
+    }
+    v.ingest(&src, "walk", "v1");
+    let mp = v.mountpoint("mnt");
+    let mount = || {
+        let mut c = v.cmd();
+        c.env("DSVAULT_LOG", "dsvault_fuse=debug")
+            .arg("mount")
+            .arg("walk@v1")
+            .arg(&mp);
+        spawn_mount(c, &mp, true)
+    };
+
+    let mut m = mount();
+    let mut listed = Vec::new();
+    dtype_walk(&mp, Path::new(""), &mut listed);
+    check_walk(&mp, &src, &listed, 97);
     let log = m.stop(Duration::from_secs(10));
     assert!(
         log.contains("listing files bare"),
         "the walk never listed files without attributes; server log:\n{log}"
     );
+    drop(m);
+
+    let _m = mount();
+    let walks: Vec<Vec<(PathBuf, u64)>> = std::thread::scope(|s| {
+        let walkers: Vec<_> = (0..4)
+            .map(|walker| {
+                let (mp, src) = (&mp, &src);
+                s.spawn(move || {
+                    let mut listed = Vec::new();
+                    dtype_walk(mp, Path::new(""), &mut listed);
+                    if walker % 2 == 1 {
+                        check_walk(mp, src, &listed, 13);
+                    }
+                    let mut seen: Vec<(PathBuf, u64)> = listed.into_iter().map(|(p, ino, _)| (p, ino)).collect();
+                    seen.sort();
+                    seen
+                })
+            })
+            .collect();
+        walkers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert_eq!(walks[0].len(), 12 * 1004);
+    for w in &walks[1..] {
+        assert!(w == &walks[0], "walkers at once saw different names or inode numbers");
+    }
 }
