@@ -244,6 +244,16 @@ mod tests {
         described
     }
 
+    /// A caller uses (stats or opens) each of `inos`: the kernel sends a LOOKUP for those
+    /// listed without attributes, which while describing are the waiting probes.
+    fn use_entries(l: &Listing, inos: std::ops::Range<u64>) {
+        for ino in inos {
+            if l.lock().waiting.contains(&ino) {
+                l.looked_up(ino, NodeKind::File);
+            }
+        }
+    }
+
     #[test]
     fn a_walk_that_uses_nothing_turns_bare_and_folders_stay_described() {
         let l = Listing::default();
@@ -267,13 +277,8 @@ mod tests {
             let first = folder * 1000;
             let described = list(&l, first, 1000);
             assert!(described >= 1000 - 1000 / PROBE_EVERY as u64 - 1);
-            // The stat walk: every entry is looked up, described ones by the kernel only
-            // when they were not described (so: the probes).
-            for ino in first..first + 1000 {
-                if l.lock().waiting.contains(&ino) {
-                    l.looked_up(ino, NodeKind::File);
-                }
-            }
+            // The stat walk: every entry is used.
+            use_entries(&l, first..first + 1000);
         }
         assert!(!l.is_bare());
     }
@@ -288,11 +293,7 @@ mod tests {
             }
             // `find | xargs cat`: the reader opens folder N-3 while folder N is listed.
             if let Some(behind) = folder.checked_sub(3) {
-                for ino in behind * 1000..behind * 1000 + 1000 {
-                    if l.lock().waiting.contains(&ino) {
-                        l.looked_up(ino, NodeKind::File);
-                    }
-                }
+                use_entries(&l, behind * 1000..behind * 1000 + 1000);
             }
         }
         assert!(!l.is_bare());
