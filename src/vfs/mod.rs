@@ -42,8 +42,8 @@ pub mod work;
 pub use cache::ChunkCache;
 pub use reader::{DatasetPath, DatasetReader, InvalidPath, PathInfo};
 pub use view::{
-    is_dot, Attr, Caller, Describe, DescribeAll, DescribeNone, DirEntry, LocalStat, NodeKind, ReadOnlyView, SetAttr,
-    SetTime, StatFs, VfsError, VfsResult, WritableView,
+    is_dot, Attr, Caller, Describe, DescribeNone, DirEntry, LocalStat, NodeKind, ReadOnlyView, SetAttr, SetTime,
+    StatFs, VfsError, VfsResult, WritableView,
 };
 
 use std::path::Path;
@@ -309,7 +309,7 @@ impl ReadOnlyView for Vfs {
             let page = self
                 .shared
                 .work
-                .readdir(&self.shared, ino, fh, offset, max.max(1), &mut DescribeNone)?;
+                .readdir(&self.shared, ino, fh, offset, max.max(1), false)?;
             return Ok(page.into_iter().map(|(e, _)| e).collect());
         }
         dirs::readdir(&self.shared, ino, fh, offset, max.max(1))
@@ -332,7 +332,7 @@ impl ReadOnlyView for Vfs {
             return self
                 .shared
                 .work
-                .readdir(&self.shared, ino, fh, offset, max.max(1), &mut DescribeAll);
+                .readdir(&self.shared, ino, fh, offset, max.max(1), true);
         }
         dirs::readdir_plus(&self.shared, ino, fh, offset, max.max(1), describe)
     }

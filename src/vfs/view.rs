@@ -195,18 +195,6 @@ impl Describe for DescribeNone {
     }
 }
 
-/// Describes every entry.
-pub struct DescribeAll;
-
-impl Describe for DescribeAll {
-    fn describe(&mut self, _: &DirEntry) -> bool {
-        true
-    }
-    fn expects_files(&self) -> bool {
-        true
-    }
-}
-
 /// Is this name `.` or `..`?
 pub fn is_dot(name: &[u8]) -> bool {
     name == b"." || name == b".."

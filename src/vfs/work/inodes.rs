@@ -89,16 +89,11 @@ impl NodeTable {
             self.set_ident(ino, id);
         }
         if counted {
-            self.count_lookup(ino);
+            if let Some(r) = self.by_ino.get_mut(&ino) {
+                r.nlookup += 1;
+            }
         }
         ino
-    }
-
-    /// Count one kernel reference to `ino` (given back through `forget`).
-    pub fn count_lookup(&mut self, ino: u64) {
-        if let Some(r) = self.by_ino.get_mut(&ino) {
-            r.nlookup += 1;
-        }
     }
 
     fn add_name(&mut self, ino: u64, parent: u64, name: &[u8]) {

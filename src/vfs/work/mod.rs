@@ -31,8 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    files, Attr, Describe, DirEntry, NodeKind, ReadBytes, Shared, VfsError, VfsResult, OVERLAY_FH, WORK_INO,
-    WORK_NODE_BASE,
+    files, Attr, DirEntry, NodeKind, ReadBytes, Shared, VfsError, VfsResult, OVERLAY_FH, WORK_INO, WORK_NODE_BASE,
 };
 use crate::catalog::EntryKind;
 use crate::workspace::Workspace;
@@ -189,9 +188,8 @@ impl Overlay {
         self.handles.close(fh);
     }
 
-    /// Up to `max` entries after `offset`; those `describe` picks with attributes and a
-    /// counted reference. The listing is taken when read from offset 0 and paged from that
-    /// snapshot.
+    /// Up to `max` entries after `offset`; with `plus`, each with attributes and a counted
+    /// reference. The listing is taken when read from offset 0 and paged from that snapshot.
     pub fn readdir(
         &self,
         shared: &Shared,
@@ -199,7 +197,7 @@ impl Overlay {
         fh: u64,
         offset: u64,
         max: usize,
-        describe: &mut dyn Describe,
+        plus: bool,
     ) -> VfsResult<Vec<(DirEntry, Option<Attr>)>> {
         let snapshot = match (offset, self.handles.dir(fh)) {
             (0, _) | (_, None) => {
@@ -222,7 +220,7 @@ impl Overlay {
         let skip = offset.saturating_sub(2) as usize;
         let mut nodes = self.nodes.lock().expect("nodes lock");
         for (i, (name, ws, found)) in snapshot.entries.iter().enumerate().skip(skip).take(max) {
-            let child = nodes.ino_for(ino, name, ws, false, found.ident());
+            let child = nodes.ino_for(ino, name, ws, plus, found.ident());
             let a = attr_of(child, found, ws);
             let e = DirEntry {
                 ino: child,
@@ -230,11 +228,7 @@ impl Overlay {
                 kind: a.kind,
                 name: name.clone(),
             };
-            let described = describe.describe(&e);
-            if described {
-                nodes.count_lookup(child);
-            }
-            out.push((e, described.then_some(a)));
+            out.push((e, plus.then_some(a)));
         }
         Ok(out)
     }
