@@ -83,15 +83,24 @@ impl Catalog {
         rows.map(|r| r.map_err(Error::from)).collect()
     }
 
-    /// Children of a folder by name, skipping the first `skip` (for a reader that seeks back
-    /// in a folder listing; sequential listing uses [`Catalog::children`] with `after`).
-    pub fn children_from(&self, dataset_id: i64, parent: &[u8], skip: u64, limit: usize) -> Result<Vec<Entry>> {
+    /// [`Catalog::child_names`] with every column: children of a folder by name, after
+    /// `after`, or skipping the first `skip` (a reader that seeks back in a listing).
+    pub fn children_from(
+        &self,
+        dataset_id: i64,
+        parent: &[u8],
+        after: Option<&[u8]>,
+        skip: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
         let mut stmt = self.conn().prepare_cached(&format!(
-            "{} WHERE e.dataset_id = ?1 AND e.parent = ?2 ORDER BY e.name LIMIT ?3 OFFSET ?4",
+            "{} WHERE e.dataset_id = ?1 AND e.parent = ?2 AND e.name > ?3 ORDER BY e.name LIMIT ?4 OFFSET ?5",
             entries::SELECT
         ))?;
+        // Names are never empty: after "" is from the first (see `Catalog::children`).
+        let after = after.unwrap_or_default();
         let rows = stmt.query_map(
-            params![dataset_id, parent, limit as i64, skip as i64],
+            params![dataset_id, parent, after, limit as i64, skip as i64],
             entries::from_row,
         )?;
         rows.map(|r| r.map_err(Error::from)).collect()

@@ -181,12 +181,10 @@ impl PageStart {
 
     /// The page's entries with every column.
     fn entries(&self, shared: &Shared, dataset_id: i64, path: &[u8], max: usize) -> VfsResult<Vec<Entry>> {
-        Ok(match &self.after {
-            Some(after) => shared.pool.with(|c| c.children(dataset_id, path, Some(after), max))?,
-            None => shared
-                .pool
-                .with(|c| c.children_from(dataset_id, path, self.skip, max))?,
-        })
+        let after = self.after.as_deref();
+        Ok(shared
+            .pool
+            .with(|c| c.children_from(dataset_id, path, after, self.skip, max))?)
     }
 }
 
