@@ -196,7 +196,7 @@ impl Describe for DescribeNone {
 }
 
 /// Is this name `.` or `..`?
-pub fn is_dot(name: &[u8]) -> bool {
+pub(crate) fn is_dot(name: &[u8]) -> bool {
     name == b"." || name == b".."
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, CWD};
 
+use crate::vfs::view::is_dot;
 use crate::vfs::NodeKind;
 
 /// The `stat` of an upper-layer entry.
@@ -230,7 +231,7 @@ impl Root {
         for item in rustix::fs::Dir::read_from(&dir)? {
             let item = item?;
             let name = item.file_name().to_bytes();
-            if name == b"." || name == b".." {
+            if is_dot(name) {
                 continue;
             }
             match rustix::fs::statat(&dir, item.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
