@@ -5,6 +5,7 @@
 //! [`VfsError::ReadOnly`] without calling the view; otherwise the view decides (its defaults
 //! answer [`VfsError::ReadOnly`]).
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -39,10 +40,11 @@ pub(crate) const MAX_IO: u32 = 1 << 20;
 const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Timeouts for folders that gain entries while mounted (a new dataset appears within this).
 const SHORT_TTL: Duration = Duration::from_secs(1);
-/// Entries asked of the view per READDIRPLUS: about what fits in the kernel's buffer (an
-/// entry takes a 152-byte header plus its name; the buffer is the reader's getdents size, up
-/// to max_pages, 32 KiB for glibc's readdir).
-const READDIRPLUS_PAGE: usize = 224;
+/// The smallest READDIRPLUS entry: a 152-byte header and a name padded to 8 bytes. A page
+/// asks the view for as many entries as the kernel's buffer could hold (the reader's
+/// getdents size, up to max_pages: 128 KiB for glibc's readdir, see BLKSIZE), so a folder of
+/// 1,000 files lists in two requests.
+const DIRENTPLUS_MIN: usize = 160;
 /// Entries asked of the view per plain READDIR (an entry takes 24 bytes plus its name).
 const READDIR_PAGE: usize = 512;
 /// Block size reported by `stat` (what tools size their reads by). 128 KiB, the kernel's own
@@ -66,6 +68,25 @@ pub(crate) struct ViewFs<V> {
     pub breaker: Arc<Breaker>,
     /// Which listed entries carry attributes.
     pub listing: Listing,
+    /// Which immutable folders the kernel may keep listings of.
+    pub folders: FolderOpens,
+}
+
+/// Immutable folders opened so far. The kernel keeps a listing (FOPEN_CACHE_DIR) only from a
+/// folder's second open on: filling that cache costs the first listing about a fifth of its
+/// time, paid for nothing by walks that list each folder once (`find`, `os.walk`, a dataset
+/// scan), while a folder listed twice is likely listed again.
+#[derive(Default)]
+pub(crate) struct FolderOpens {
+    opened: Mutex<HashSet<u64>>,
+}
+
+impl FolderOpens {
+    /// Was folder `ino` opened before? (Records this open.)
+    fn listed_before(&self, ino: u64) -> bool {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        !opened.insert(ino)
+    }
 }
 
 /// Ends a mount from inside a request handler, when a request finds shared state an earlier
@@ -276,6 +297,11 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        let (bare, described) = self.listing.files_listed();
+        tracing::debug!("listings: {bare} files listed bare, {described} described");
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.guarded("lookup", || {
             let found = self.view.lookup(parent.0, name.as_bytes());
@@ -385,12 +411,6 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.guarded("opendir", || {
-            if self.read_only && self.view.every_folder_immutable() {
-                // Zero-message folder opens: the kernel's default for them is KEEP_CACHE plus
-                // CACHE_DIR, right for a tree that never changes; a `find` over a listed tree
-                // then costs no request at all.
-                return reply.error(Errno::ENOSYS);
-            }
             let immutable = match self.view.getattr(ino.0) {
                 Ok(a) if a.kind != NodeKind::Dir => return reply.error(errno(&VfsError::NotADirectory)),
                 Ok(a) => a.immutable,
@@ -398,7 +418,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
             };
             match self.view.opendir(ino.0) {
                 Ok(fh) => {
-                    let flags = if immutable {
+                    let flags = if immutable && self.folders.listed_before(ino.0) {
                         FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
                     } else {
                         FopenFlags::empty()
@@ -428,14 +448,18 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         self.guarded("readdirplus", || {
             let mut page = self.listing.page();
-            let entries = match self.view.readdir_plus(ino.0, fh.0, offset, READDIRPLUS_PAGE, &mut page) {
+            let max = (reply.capacity() / DIRENTPLUS_MIN).max(1);
+            let entries = match self.view.readdir_plus(ino.0, fh.0, offset, max, &mut page) {
                 Ok(entries) => entries,
                 Err(e) => return reply.error(errno(&e)),
             };
             drop(page);
-            let mut full = false;
+            let (mut full, mut bare, mut described) = (false, 0, 0);
             for (e, a) in entries {
                 if !full {
+                    if e.kind != NodeKind::Dir {
+                        *(if a.is_some() { &mut described } else { &mut bare }) += 1;
+                    }
                     // An entry without attributes goes out with nodeid 0 (and its inode as
                     // d_ino): the kernel lists it and builds nothing for it.
                     let (attr, ttl) = match &a {
@@ -456,6 +480,7 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
                     self.view.forget(e.ino, 1);
                 }
             }
+            self.listing.sent(bare, described);
             reply.ok();
         });
     }

@@ -84,6 +84,7 @@ impl<V: WritableView> Mount<V> {
             passthrough: Default::default(),
             breaker: Default::default(),
             listing: Default::default(),
+            folders: Default::default(),
         };
         let breaker = fs.breaker.clone();
         let session = Session::new(fs, mountpoint, &options.config())?;

@@ -5,8 +5,7 @@
 //! kernel pages through a folder. Each open folder handle remembers the names of the last
 //! page it returned: a listing that continues from there resumes after that name with an
 //! indexed query (constant cost per page, so a 100k-entry folder lists in linear time); any
-//! other offset (a seek back) skips by position. Folders the kernel opened itself (handle 0,
-//! see `every_folder_immutable` in the fuse crate) keep one such page per folder instead.
+//! other offset (a seek back), or a listing without a handle, skips by position.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,16 +19,11 @@ use crate::dataset::Kind;
 /// Offsets before the first child: `.` and `..`.
 const DOTS: u64 = 2;
 
-/// Folders listed without a handle whose last page is remembered; past this many the
-/// memory starts over (a forgotten page only costs the next page a skip by position).
-const UNOPENED_PAGES: usize = 4096;
-
-/// Open folder handles, and the last page of folders listed without one (handle 0).
+/// Open folder handles.
 #[derive(Default)]
 pub(crate) struct DirTable {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<DirHandle>>>,
-    unopened: Mutex<HashMap<u64, Arc<DirHandle>>>,
 }
 
 /// An open folder: the folder's inode and the last page listed (offset, name).
@@ -53,21 +47,8 @@ impl DirTable {
         self.open.lock().expect("dir table lock").remove(&fh);
     }
 
-    /// The handle `fh` of folder `ino`; for handle 0, the folder's own page memory.
+    /// The open handle `fh` of folder `ino`.
     fn get(&self, ino: u64, fh: u64) -> Option<Arc<DirHandle>> {
-        if fh == 0 {
-            let mut unopened = self.unopened.lock().expect("dir table lock");
-            if unopened.len() >= UNOPENED_PAGES && !unopened.contains_key(&ino) {
-                unopened.clear();
-            }
-            let handle = unopened.entry(ino).or_insert_with(|| {
-                Arc::new(DirHandle {
-                    ino,
-                    last_page: Mutex::new(Vec::new()),
-                })
-            });
-            return Some(handle.clone());
-        }
         let handle = self.open.lock().expect("dir table lock").get(&fh).cloned();
         handle.filter(|h| h.ino == ino)
     }

@@ -286,10 +286,6 @@ impl ReadOnlyView for Vfs {
         }
     }
 
-    fn every_folder_immutable(&self) -> bool {
-        self.shared.single.is_some()
-    }
-
     /// Open a folder for listing; returns a handle for [`Vfs::readdir`].
     fn opendir(&self, ino: u64) -> VfsResult<u64> {
         if self.work(ino) {

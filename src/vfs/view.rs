@@ -249,13 +249,6 @@ pub trait ReadOnlyView: Send + Sync + 'static {
     fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>>;
     /// Open a folder; the returned handle is passed to `readdir` and `releasedir`.
     fn opendir(&self, ino: u64) -> VfsResult<u64>;
-    /// Is every folder of this tree immutable (a single dataset)? Then a read-only mount
-    /// answers OPENDIR with ENOSYS: the kernel opens folders itself from then on, caches
-    /// each listing for good and never sends OPENDIR or RELEASEDIR again, and `readdir`
-    /// gets `fh` 0.
-    fn every_folder_immutable(&self) -> bool {
-        false
-    }
     /// Up to `max` entries after `offset` (0 = from the start); an empty list ends the
     /// listing.
     fn readdir(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>>;

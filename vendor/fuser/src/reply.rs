@@ -775,15 +775,27 @@ impl ReplyDirectoryPlus {
         generation: Generation,
     ) -> bool {
         let name = name.as_ref();
+        let attr = if attr.ino.0 == 0 {
+            ll::reply::Attr::unlisted(attr.kind)
+        } else {
+            attr.into()
+        };
         self.buf.push(&DirEntryPlus::new(
             ino,
             generation,
             DirEntOffset(offset),
             name,
             *ttl,
-            attr.into(),
+            attr,
             *ttl,
         ))
+    }
+
+    /// dsvault: the most bytes of entries this answer can carry (the reader's buffer, at most
+    /// the mount's max_pages), so the filesystem can fetch about as many entries as fit.
+    /// See VENDORED.md.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Reply to a request with the filled directory buffer

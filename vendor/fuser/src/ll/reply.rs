@@ -367,6 +367,39 @@ impl From<&crate::FileAttr> for Attr {
         }
     }
 }
+impl Attr {
+    /// dsvault: the attributes of an entry listed without them (`nodeid` 0): only the file
+    /// type bits count. Built directly, without converting a `FileAttr`'s three times, since
+    /// a bare listing sends one per entry. See VENDORED.md.
+    pub(crate) fn unlisted(kind: crate::FileType) -> Self {
+        Self {
+            attr: abi::fuse_attr {
+                ino: 0,
+                size: 0,
+                blocks: 0,
+                atime: 0,
+                mtime: 0,
+                ctime: 0,
+                #[cfg(target_os = "macos")]
+                crtime: 0,
+                atimensec: 0,
+                mtimensec: 0,
+                ctimensec: 0,
+                #[cfg(target_os = "macos")]
+                crtimensec: 0,
+                mode: mode_from_kind_and_perm(kind, 0),
+                nlink: 0,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                #[cfg(target_os = "macos")]
+                flags: 0,
+                blksize: 0,
+                padding: 0,
+            },
+        }
+    }
+}
 impl From<crate::FileAttr> for Attr {
     fn from(attr: crate::FileAttr) -> Self {
         Self {
@@ -510,6 +543,10 @@ impl From<DirEntPlusList> for ResponseData {
 impl DirEntPlusList {
     pub(crate) fn new(max_size: usize) -> Self {
         Self(EntListBuf::new(max_size))
+    }
+    /// dsvault: see `ReplyDirectoryPlus::capacity`.
+    pub(crate) fn capacity(&self) -> usize {
+        self.0.max_size
     }
     /// Add an entry to the directory reply buffer. Returns true if the buffer is full.
     /// A transparent offset value can be provided for each entry. The kernel uses these
