@@ -740,3 +740,76 @@ fn files_listed_without_attributes_stat_and_read_like_the_source() {
         assert!(w == &walks[0], "walkers at once saw different names or inode numbers");
     }
 }
+
+/// Datasets sealed before schema 4 have no folder listings: the mount lists them from the
+/// entries instead, bare or described, folders past a listing page too. A listing damaged
+/// behind the catalog's back fails that folder's listing with EIO, never shows other names,
+/// and leaves the other folders listing.
+#[test]
+fn datasets_without_listings_list_from_entries_and_a_damaged_listing_is_eio() {
+    if !can_mount() {
+        return;
+    }
+    let v = Vault::new();
+    let src = v.root.join("src");
+    for d in 0..3 {
+        for f in 0..1500 {
+            common::write_file(&src, format!("d{d}/f{f:04}"), format!("{d}/{f}").as_bytes());
+        }
+    }
+    v.ingest(&src, "old", "v1");
+    v.ingest(&src, "new", "v1");
+    let conn = rusqlite::Connection::open(v.dir.join("catalog.db")).unwrap();
+    let id = |name: &str| -> i64 {
+        conn.query_row("SELECT id FROM datasets WHERE name = ?1", [name], |r| r.get(0))
+            .unwrap()
+    };
+    let (old, new) = (id("old"), id("new"));
+    conn.execute_batch("DROP TRIGGER listings_sealed_no_delete; DROP TRIGGER listings_no_update;")
+        .unwrap();
+    conn.execute("DELETE FROM listings WHERE dataset_id = ?1", [old])
+        .unwrap();
+    conn.execute(
+        "UPDATE listings SET children = substr(children, 1, 2) WHERE dataset_id = ?1 AND parent = CAST('d1' AS BLOB) AND page = 1",
+        [new],
+    )
+    .unwrap();
+    drop(conn);
+
+    let mp = v.mountpoint("old");
+    let m = v.mount(Some("old@v1"), &mp);
+    let mut listed = Vec::new();
+    dtype_walk(&mp, Path::new(""), &mut listed);
+    let mut names: Vec<PathBuf> = listed.iter().map(|(p, _, _)| p.clone()).collect();
+    names.sort();
+    assert_eq!(names, walk(&src));
+    for (rel, ino, _) in listed.iter().step_by(101) {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(mp.join(rel)).unwrap();
+        assert_eq!(meta.ino(), *ino, "{}", rel.display());
+        assert_eq!(
+            fs::read(mp.join(rel)).ok(),
+            fs::read(src.join(rel)).ok().filter(|_| meta.is_file())
+        );
+    }
+    drop(m);
+
+    let mp = v.mountpoint("new");
+    let _m = v.mount(Some("new@v1"), &mp);
+    assert_eq!(fs::read_dir(mp.join("d0")).unwrap().count(), 1500);
+    let mut seen = Vec::new();
+    let err = fs::read_dir(mp.join("d1"))
+        .unwrap()
+        .find_map(|e| match e {
+            Ok(e) => {
+                seen.push(e.file_name());
+                None
+            }
+            Err(e) => Some(e),
+        })
+        .expect("a damaged listing lists without an error");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let want: Vec<OsString> = (0..seen.len()).map(|f| format!("f{f:04}").into()).collect();
+    assert_eq!(seen, want, "the folder listed names that are not its own");
+    assert_eq!(fs::read(mp.join("d2/f1499")).unwrap(), b"2/1499");
+}

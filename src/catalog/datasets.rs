@@ -156,7 +156,7 @@ impl Catalog {
     /// Remove a pending dataset and its entries.
     pub fn abandon_dataset(&self, id: i64) -> Result<()> {
         self.transaction(|c| {
-            for table in ["lineage_inputs", "lineage", "entries"] {
+            for table in ["lineage_inputs", "lineage", "listings", "entries"] {
                 c.conn().execute(
                     &format!("DELETE FROM {table} WHERE dataset_id = ?1 AND (SELECT state FROM datasets WHERE id = ?1) = 'pending'"),
                     [id],
@@ -170,6 +170,7 @@ impl Catalog {
 
     /// Seal a pending dataset: from now on its rows are immutable.
     pub fn seal_dataset(&self, id: i64, root: RootHash, totals: &DatasetTotals) -> Result<()> {
+        self.write_listings(id)?;
         let changed = self.conn().execute(
             "UPDATE datasets SET state = 'sealed', root = ?2, files = ?3, dirs = ?4, symlinks = ?5, bytes = ?6, stored_bytes = ?7, sealed_at = ?8, pid = NULL
              WHERE id = ?1 AND state = 'pending'",

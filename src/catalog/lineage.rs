@@ -198,6 +198,7 @@ impl Catalog {
             let marker = c.conn().last_insert_rowid();
             c.conn().execute("DELETE FROM lineage_inputs WHERE dataset_id = ?1", [d.id])?;
             c.conn().execute("DELETE FROM lineage WHERE dataset_id = ?1", [d.id])?;
+            c.conn().execute("DELETE FROM listings WHERE dataset_id = ?1", [d.id])?;
             c.conn().execute("DELETE FROM entries WHERE dataset_id = ?1", [d.id])?;
             c.conn().execute("DELETE FROM datasets WHERE id = ?1", [d.id])?;
             c.conn().execute("UPDATE removals SET done = 1 WHERE id = ?1", [marker])?;

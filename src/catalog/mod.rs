@@ -14,6 +14,7 @@ pub mod entries;
 mod error;
 mod gc;
 mod lineage;
+mod listings;
 mod runs;
 mod view;
 mod workspaces;
@@ -24,6 +25,7 @@ pub use diff::DiffEntry;
 pub use entries::{Entry, EntryKind};
 pub use gc::{PackUsage, RetiredPack};
 pub use lineage::{LineageInput, LineageRecord};
+pub use listings::PAGE_CHILDREN;
 pub use runs::RunRow;
 pub use view::{ChildName, FileLayout, LaidOutChunk};
 pub use workspaces::{BaseRow, WorkspaceRow};
@@ -41,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_init.sql"),
     include_str!("../../schema/0002_workspaces.sql"),
     include_str!("../../schema/0003_runs.sql"),
+    include_str!("../../schema/0004_listings.sql"),
 ];
 
 /// The catalog schema this code migrates to (`PRAGMA user_version`), as docs/FORMAT.md says.

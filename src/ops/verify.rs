@@ -21,7 +21,8 @@ use crate::vault::Vault;
 /// One thing `verify` found wrong.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Problem {
-    /// missing-chunk, missing-pack, pack-size, damaged-chunk, damaged-pack, root, manifest, ref
+    /// missing-chunk, missing-pack, pack-size, damaged-chunk, damaged-pack, root, manifest, ref,
+    /// listing
     pub kind: &'static str,
     pub dataset: Option<String>,
     pub path: Option<String>,
@@ -148,6 +149,14 @@ fn check_dataset(vault: &Vault, catalog: &Catalog, d: &DatasetRow, report: &mut 
             Some(d),
             Some(String::from_utf8_lossy(&m.path).into_owned()),
             format!("file is {} bytes but its chunks hold {}", m.size, m.chunk_sum),
+        ));
+    }
+    for folder in catalog.dataset_listing_mismatches(d.id)? {
+        report.problems.push(problem(
+            "listing",
+            Some(d),
+            Some(String::from_utf8_lossy(&folder).into_owned()),
+            "the catalog's listing of this folder does not match its entries (the mount would list it wrong): restore catalog.db from a backup, or remove the dataset here and sync it again".into(),
         ));
     }
     Ok(())

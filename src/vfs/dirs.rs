@@ -84,10 +84,16 @@ pub(crate) fn readdir_plus(
         Some((dataset, path)) => {
             let handle = shared.dirs.get(ino, fh);
             let start = PageStart::resuming(handle.as_deref(), skip);
-            let page = dataset_page(shared, dataset, &path, &start, skip + DOTS + 1, max, describe)?;
+            let (page, positional) = dataset_page(shared, dataset, &path, &start, skip, max, describe)?;
             if let Some(h) = handle {
-                *h.last_page.lock().expect("dir handle lock") =
-                    page.iter().map(|(e, _)| (e.offset, e.name.clone())).collect();
+                // A page read by name: the next one resumes after the name it ends with
+                // (the kernel asks from the last entry it could use, not always the last).
+                let names = if positional {
+                    Vec::new()
+                } else {
+                    page.iter().map(|(e, _)| (e.offset, e.name.clone())).collect()
+                };
+                *h.last_page.lock().expect("dir handle lock") = names;
             }
             out.extend(page);
         }
@@ -138,6 +144,9 @@ fn node_kind(kind: EntryKind) -> NodeKind {
     }
 }
 
+/// A listing page: each entry with its attributes when described.
+type PageEntries = Vec<(DirEntry, Option<Attr>)>;
+
 /// Where a page of a dataset folder starts.
 struct PageStart {
     /// After this name (the last of the handle's previous page, when the page continues it).
@@ -169,19 +178,22 @@ impl PageStart {
     }
 }
 
-/// A page of a dataset folder, entries numbered from `first_offset`. When `describe`
-/// expects files, the page is read with every column; else names and kinds only, and the
-/// few described entries (folders) are fetched by id (or the page again with every column,
-/// when more are).
+/// A page of a dataset folder from position `skip` (`start` says where the entries are
+/// read from). When `describe` expects files, the page is read with every column; else
+/// names and kinds only, from the folder's listing when the catalog has one (then the page
+/// is positional: true), and the few described entries (folders) are fetched by id (or the
+/// page again with every column, when more are).
 fn dataset_page(
     shared: &Shared,
     dataset: &Arc<DatasetInfo>,
     path: &[u8],
     start: &PageStart,
-    first_offset: u64,
+    skip: u64,
     max: usize,
     describe: &mut dyn Describe,
-) -> VfsResult<Vec<(DirEntry, Option<Attr>)>> {
+) -> VfsResult<(PageEntries, bool)> {
+    let first_offset = skip + DOTS + 1;
+    let mut positional = false;
     let mut out = Vec::new();
     let mut described = Vec::new();
     if describe.expects_files() {
@@ -193,9 +205,14 @@ fn dataset_page(
             out.push((dirent, None));
         }
     } else {
-        let names = shared
-            .pool
-            .with(|c| c.child_names(dataset.id, path, start.after.as_deref(), start.skip, max))?;
+        positional = dataset.listed(shared)?;
+        let names = shared.pool.with(|c| {
+            if positional {
+                c.listed_children(dataset.id, path, skip, max)
+            } else {
+                c.child_names(dataset.id, path, start.after.as_deref(), start.skip, max)
+            }
+        })?;
         let mut wanted = Vec::new();
         for (i, n) in names.into_iter().enumerate() {
             let dirent = DirEntry {
@@ -221,7 +238,7 @@ fn dataset_page(
         };
         shared.nodes.insert(out[i].0.ino, node);
     }
-    Ok(out)
+    Ok((out, positional))
 }
 
 /// The full entries of the described entries of a page read without them: one query by id

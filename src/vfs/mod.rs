@@ -120,6 +120,8 @@ pub(crate) struct DatasetInfo {
     pub name: DatasetName,
     pub root: RootHash,
     pub mtime: SystemTime,
+    /// Has the catalog folder listings for it (sealed with schema 4 or later)? Asked once.
+    listed: std::sync::OnceLock<bool>,
 }
 
 impl DatasetInfo {
@@ -129,7 +131,17 @@ impl DatasetInfo {
             name: row.name.clone(),
             root: row.root.unwrap_or(RootHash([0; 32])),
             mtime: secs_to_time(row.sealed_at.unwrap_or(row.created_at)),
+            listed: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether its folders can be listed from the catalog's listings.
+    pub fn listed(&self, shared: &Shared) -> VfsResult<bool> {
+        if let Some(&listed) = self.listed.get() {
+            return Ok(listed);
+        }
+        let listed = shared.pool.with(|c| c.has_listings(self.id))?;
+        Ok(*self.listed.get_or_init(|| listed))
     }
 }
 

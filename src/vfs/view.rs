@@ -102,6 +102,7 @@ impl From<Arc<Error>> for VfsError {
         match *e {
             Error::CorruptChunk { .. }
             | Error::CorruptPack { .. }
+            | Error::DamagedListing { .. }
             | Error::MissingPack(_)
             | Error::MissingChunk(_)
             | Error::Damaged(_) => VfsError::Damaged(e),
