@@ -7,7 +7,8 @@ CREATE TABLE listings (
     dataset_id INTEGER NOT NULL REFERENCES datasets(id),
     parent     BLOB    NOT NULL,               -- the folder's path in the dataset, '' at top level
     page       INTEGER NOT NULL,               -- children page * 1024 onwards, in name order
-    children   BLOB    NOT NULL,
+    count      INTEGER NOT NULL,               -- children on this page (1 to 1024; 0 only on an empty folder's page 0)
+    packed     BLOB    NOT NULL,               -- those children, encoded
     PRIMARY KEY (dataset_id, parent, page)
 ) WITHOUT ROWID;
 

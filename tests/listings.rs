@@ -78,6 +78,26 @@ fn listings_page_every_folder_exactly_like_its_entries() {
             );
         }
     }
+    // Sizes: children and packed bytes, one folder or several at once.
+    let sizes = catalog.listing_sizes(id, &FOLDERS.map(<[u8]>::to_vec)).unwrap();
+    for folder in FOLDERS {
+        let size = catalog.listing_size(id, folder).unwrap();
+        assert_eq!(
+            size,
+            sizes.get(folder).copied(),
+            "{:?}",
+            String::from_utf8_lossy(folder)
+        );
+        let children = catalog.child_names(id, folder, None, 0, usize::MAX >> 1).unwrap();
+        if folder != b"link" {
+            let size = size.expect("every folder has a listing");
+            assert_eq!(size.children, children.len() as u64);
+            let names: u64 = children.iter().map(|c| c.name.len() as u64).sum();
+            assert!(size.packed_bytes >= names + 2 * size.children, "{size:?}");
+        } else {
+            assert_eq!(size, None, "a symlink has no listing");
+        }
+    }
     let big = catalog.listed_children(id, b"big", 0, usize::MAX).unwrap();
     assert_eq!(big.len(), 2500);
     assert!(catalog.listed_children(id, b"empty", 0, 10).unwrap().is_empty());
@@ -118,9 +138,9 @@ fn listings_cannot_be_changed_or_deleted_once_sealed() {
     let (vault, _catalog, id) = ingested();
     let conn = vault.catalog();
     for sql in [
-        "UPDATE listings SET children = x'' WHERE dataset_id = ?1",
+        "UPDATE listings SET packed = x'' WHERE dataset_id = ?1",
         "DELETE FROM listings WHERE dataset_id = ?1",
-        "INSERT INTO listings (dataset_id, parent, page, children) VALUES (?1, 'new', 0, x'')",
+        "INSERT INTO listings (dataset_id, parent, page, count, packed) VALUES (?1, 'new', 0, 0, x'')",
     ] {
         let err = conn.execute(sql, [id]).unwrap_err().to_string();
         assert!(err.contains("dsvault: "), "{sql}: {err}");
@@ -139,13 +159,13 @@ fn verify_names_each_folder_whose_listing_was_tampered_with() {
         .unwrap();
     // "big" page 1: cut inside its first child.
     conn.execute(
-        "UPDATE listings SET children = substr(children, 1, 2) WHERE dataset_id = ?1 AND parent = CAST('big' AS BLOB) AND page = 1",
+        "UPDATE listings SET packed = substr(packed, 1, 2) WHERE dataset_id = ?1 AND parent = CAST('big' AS BLOB) AND page = 1",
         [id],
     )
     .unwrap();
     // "odd": the page of "nested" (other, well-formed children).
     conn.execute(
-        "UPDATE listings SET children = (SELECT children FROM listings WHERE dataset_id = ?1 AND parent = CAST('nested' AS BLOB)) WHERE dataset_id = ?1 AND parent = CAST('odd' AS BLOB)",
+        "UPDATE listings SET packed = (SELECT packed FROM listings WHERE dataset_id = ?1 AND parent = CAST('nested' AS BLOB)) WHERE dataset_id = ?1 AND parent = CAST('odd' AS BLOB)",
         [id],
     )
     .unwrap();
@@ -155,7 +175,7 @@ fn verify_names_each_folder_whose_listing_was_tampered_with() {
     )
     .unwrap();
     conn.execute(
-        "INSERT INTO listings (dataset_id, parent, page, children) VALUES (?1, CAST('ghost' AS BLOB), 0, x'')",
+        "INSERT INTO listings (dataset_id, parent, page, count, packed) VALUES (?1, CAST('ghost' AS BLOB), 0, 0, x'')",
         [id],
     )
     .unwrap();

@@ -770,7 +770,7 @@ fn datasets_without_listings_list_from_entries_and_a_damaged_listing_is_eio() {
     conn.execute("DELETE FROM listings WHERE dataset_id = ?1", [old])
         .unwrap();
     conn.execute(
-        "UPDATE listings SET children = substr(children, 1, 2) WHERE dataset_id = ?1 AND parent = CAST('d1' AS BLOB) AND page = 1",
+        "UPDATE listings SET packed = substr(packed, 1, 2) WHERE dataset_id = ?1 AND parent = CAST('d1' AS BLOB) AND page = 1",
         [new],
     )
     .unwrap();
@@ -783,6 +783,11 @@ fn datasets_without_listings_list_from_entries_and_a_damaged_listing_is_eio() {
     let mut names: Vec<PathBuf> = listed.iter().map(|(p, _, _)| p.clone()).collect();
     names.sort();
     assert_eq!(names, walk(&src));
+    {
+        // Without listings a folder's size is unknown: the default block size.
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(mp.join("d0")).unwrap().blksize(), 128 << 10);
+    }
     for (rel, ino, _) in listed.iter().step_by(101) {
         use std::os::unix::fs::MetadataExt;
         let meta = fs::symlink_metadata(mp.join(rel)).unwrap();
@@ -796,7 +801,22 @@ fn datasets_without_listings_list_from_entries_and_a_damaged_listing_is_eio() {
 
     let mp = v.mountpoint("new");
     let _m = v.mount(Some("new@v1"), &mp);
-    assert_eq!(fs::read_dir(mp.join("d0")).unwrap().count(), 1500);
+    // Folders with listings get a block size that holds their READDIRPLUS listing (readers
+    // size their getdents buffer by it): 1,500 entries of 160-odd bytes take 256 KiB. A
+    // folder listed three times lists the same (the kernel keeps it from the second open).
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(mp.join("d0")).unwrap().blksize(), 256 << 10);
+    }
+    for _ in 0..3 {
+        let mut names: Vec<OsString> = fs::read_dir(mp.join("d0"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        let want: Vec<OsString> = (0..1500).map(|f| format!("f{f:04}").into()).collect();
+        assert_eq!(names, want);
+    }
     let mut seen = Vec::new();
     let err = fs::read_dir(mp.join("d1"))
         .unwrap()

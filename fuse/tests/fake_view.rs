@@ -39,6 +39,7 @@ fn attr(ino: u64) -> VfsResult<Attr> {
         immutable: true,
         owner: None,
         local: None,
+        listing: None,
     })
 }
 

@@ -6,7 +6,7 @@
 //! 300,000-file d_type walk (docs/mount.md, "Listings"). Pages are numbered by position, so
 //! a listing resumes at any offset with one indexed read.
 //!
-//! Encoding of `children` (docs/FORMAT.md): per child, the zigzag LEB128 difference between
+//! Encoding of `packed` (docs/FORMAT.md): per child, the zigzag LEB128 difference between
 //! its entry id and the previous child's (the first: from 0), its kind as one byte (0 file,
 //! 1 folder, 2 symlink), the LEB128 length of its name, and the name's bytes.
 //!
@@ -25,6 +25,14 @@ use crate::error::{Error, Result};
 /// Children per listing page.
 pub const PAGE_CHILDREN: usize = 1024;
 
+/// How large a folder's listing is: its children and the bytes they take packed (about
+/// three bytes each plus their names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListingSize {
+    pub children: u64,
+    pub packed_bytes: u64,
+}
+
 impl Catalog {
     /// Write the listings of pending dataset `dataset_id` from its entries: a page 0 for
     /// every folder (empty for an empty one) and one page more per [`PAGE_CHILDREN`]
@@ -33,9 +41,9 @@ impl Catalog {
         let mut rows = self
             .conn()
             .prepare("SELECT id, parent, name, kind FROM entries WHERE dataset_id = ?1 ORDER BY parent, name")?;
-        let mut insert = self
-            .conn()
-            .prepare_cached("INSERT INTO listings (dataset_id, parent, page, children) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut insert = self.conn().prepare_cached(
+            "INSERT INTO listings (dataset_id, parent, page, count, packed) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         let mut folders: HashSet<Vec<u8>> = HashSet::from([Vec::new()]);
         let mut page = PageWriter::default();
         let mut rows = rows.query([dataset_id])?;
@@ -46,14 +54,26 @@ impl Catalog {
             }
             if page.parent != parent || page.count == PAGE_CHILDREN {
                 if page.count > 0 {
-                    insert.execute(params![dataset_id, page.parent, page.number, page.children])?;
+                    insert.execute(params![
+                        dataset_id,
+                        page.parent,
+                        page.number,
+                        page.count as i64,
+                        page.children
+                    ])?;
                 }
                 page = page.next(parent);
             }
             page.push(id, kind as u8, &name);
         }
         if page.count > 0 {
-            insert.execute(params![dataset_id, page.parent, page.number, page.children])?;
+            insert.execute(params![
+                dataset_id,
+                page.parent,
+                page.number,
+                page.count as i64,
+                page.children
+            ])?;
         }
         let mut listed: HashSet<Vec<u8>> = HashSet::new();
         let mut first_pages = self
@@ -63,7 +83,7 @@ impl Catalog {
             listed.insert(parent?);
         }
         for empty in folders.difference(&listed) {
-            insert.execute(params![dataset_id, empty, 0, Vec::<u8>::new()])?;
+            insert.execute(params![dataset_id, empty, 0, 0, Vec::<u8>::new()])?;
         }
         Ok(())
     }
@@ -78,6 +98,50 @@ impl Catalog {
             .is_some())
     }
 
+    /// The size of folder `parent`'s listing, `None` when it has none.
+    pub fn listing_size(&self, dataset_id: i64, parent: &[u8]) -> Result<Option<ListingSize>> {
+        let (children, packed_bytes): (Option<i64>, Option<i64>) = self
+            .conn()
+            .prepare_cached(
+                "SELECT SUM(count), SUM(length(packed)) FROM listings WHERE dataset_id = ?1 AND parent = ?2",
+            )?
+            .query_row(params![dataset_id, parent], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(children.zip(packed_bytes).map(|(children, packed_bytes)| ListingSize {
+            children: children as u64,
+            packed_bytes: packed_bytes as u64,
+        }))
+    }
+
+    /// [`Catalog::listing_size`] of several folders at once (the folders of a listing page),
+    /// by path; folders without a listing are left out.
+    pub fn listing_sizes(&self, dataset_id: i64, folders: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, ListingSize>> {
+        const AT_ONCE: usize = 32;
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "SELECT parent, SUM(count), SUM(length(packed)) FROM listings WHERE dataset_id = ?1 AND parent IN ({}) GROUP BY parent",
+            (2..AT_ONCE + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+        ))?;
+        let mut out = HashMap::with_capacity(folders.len());
+        for batch in folders.chunks(AT_ONCE) {
+            let mut values: Vec<rusqlite::types::Value> = vec![dataset_id.into()];
+            values.extend(batch.iter().map(|f| rusqlite::types::Value::Blob(f.clone())));
+            values.resize(AT_ONCE + 1, rusqlite::types::Value::Null);
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    ListingSize {
+                        children: r.get::<_, i64>(1)? as u64,
+                        packed_bytes: r.get::<_, i64>(2)? as u64,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (folder, size) = row?;
+                out.insert(folder, size);
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` children of folder `parent` from position `skip` on (0 = the first), in
     /// name order, from its listing; an empty list past the end. For datasets with listings.
     pub fn listed_children(&self, dataset_id: i64, parent: &[u8], skip: u64, limit: usize) -> Result<Vec<ChildName>> {
@@ -88,7 +152,7 @@ impl Catalog {
             .div_ceil(PAGE_CHILDREN)
             .min(i64::MAX as usize);
         let mut stmt = self.conn().prepare_cached(
-            "SELECT children FROM listings WHERE dataset_id = ?1 AND parent = ?2 AND page >= ?3 ORDER BY page LIMIT ?4",
+            "SELECT packed FROM listings WHERE dataset_id = ?1 AND parent = ?2 AND page >= ?3 ORDER BY page LIMIT ?4",
         )?;
         let mut rows = stmt.query(params![dataset_id, parent, first_page as i64, pages as i64])?;
         let mut out = Vec::with_capacity(limit.min(PAGE_CHILDREN));

@@ -25,7 +25,7 @@ pub use diff::DiffEntry;
 pub use entries::{Entry, EntryKind};
 pub use gc::{PackUsage, RetiredPack};
 pub use lineage::{LineageInput, LineageRecord};
-pub use listings::PAGE_CHILDREN;
+pub use listings::{ListingSize, PAGE_CHILDREN};
 pub use runs::RunRow;
 pub use view::{ChildName, FileLayout, LaidOutChunk};
 pub use workspaces::{BaseRow, WorkspaceRow};

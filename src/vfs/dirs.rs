@@ -26,10 +26,12 @@ pub(crate) struct DirTable {
     open: Mutex<HashMap<u64, Arc<DirHandle>>>,
 }
 
-/// An open folder: the folder's inode and the last page listed (offset, name).
+/// An open folder: the folder's inode, the last page listed (offset, name), and how many
+/// children it has once a page reached its end (0 until then).
 pub(crate) struct DirHandle {
     ino: u64,
     last_page: Mutex<Vec<(u64, Vec<u8>)>>,
+    children: AtomicU64,
 }
 
 impl DirTable {
@@ -38,6 +40,7 @@ impl DirTable {
         let handle = Arc::new(DirHandle {
             ino,
             last_page: Mutex::new(Vec::new()),
+            children: AtomicU64::new(0),
         });
         self.open.lock().expect("dir table lock").insert(fh, handle);
         fh
@@ -83,6 +86,11 @@ pub(crate) fn readdir_plus(
     match node.dataset_dir() {
         Some((dataset, path)) => {
             let handle = shared.dirs.get(ino, fh);
+            let children = handle.as_ref().map_or(0, |h| h.children.load(Ordering::Relaxed));
+            if children > 0 && skip >= children {
+                // The end, known from the page before: the kernel asks once more.
+                return Ok(out);
+            }
             let start = PageStart::resuming(handle.as_deref(), skip);
             let (page, positional) = dataset_page(shared, dataset, &path, &start, skip, max, describe)?;
             if let Some(h) = handle {
@@ -94,6 +102,9 @@ pub(crate) fn readdir_plus(
                     page.iter().map(|(e, _)| (e.offset, e.name.clone())).collect()
                 };
                 *h.last_page.lock().expect("dir handle lock") = names;
+                if page.len() < max {
+                    h.children.store(skip + page.len() as u64, Ordering::Relaxed);
+                }
             }
             out.extend(page);
         }
@@ -228,8 +239,22 @@ fn dataset_page(
         }
         described = fetch_entries(shared, dataset.id, path, start, max, &out, &wanted)?;
     }
+    let folders: Vec<Vec<u8>> = described
+        .iter()
+        .filter(|(_, e)| e.kind == EntryKind::Dir)
+        .map(|(_, e)| e.path())
+        .collect();
+    let mut listing_sizes = if !folders.is_empty() && dataset.listed(shared)? {
+        shared.pool.with(|c| c.listing_sizes(dataset.id, &folders))?
+    } else {
+        HashMap::new()
+    };
     for (i, entry) in described {
-        out[i].1 = Some(entry_attr(&entry));
+        let mut attr = entry_attr(&entry);
+        if entry.kind == EntryKind::Dir {
+            attr.listing = listing_sizes.remove(&entry.path());
+        }
+        out[i].1 = Some(attr);
         // The kernel now knows this inode without a lookup; its first read (or a listing
         // inside it) resolves it from here.
         let node = Node::Entry {

@@ -42,8 +42,8 @@ pub mod work;
 pub use cache::ChunkCache;
 pub use reader::{DatasetPath, DatasetReader, InvalidPath, PathInfo};
 pub use view::{
-    Attr, Caller, Describe, DescribeNone, DirEntry, LocalStat, NodeKind, ReadOnlyView, SetAttr, SetTime, StatFs,
-    VfsError, VfsResult, WritableView,
+    Attr, Caller, Describe, DescribeNone, DirEntry, ListingSize, LocalStat, NodeKind, ReadOnlyView, SetAttr, SetTime,
+    StatFs, VfsError, VfsResult, WritableView,
 };
 
 use std::path::Path;

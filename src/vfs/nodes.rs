@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{
-    ns_to_time, Attr, DatasetInfo, NodeKind, Shared, VfsError, VfsResult, DATASET_BASE, DERIVED_INO, ENTRY_BASE,
-    GOLD_INO, NAME_BASE, ROOT_INO, WORK_INO,
+    ns_to_time, Attr, DatasetInfo, ListingSize, NodeKind, Shared, VfsError, VfsResult, DATASET_BASE, DERIVED_INO,
+    ENTRY_BASE, GOLD_INO, NAME_BASE, ROOT_INO, WORK_INO,
 };
 use crate::catalog::entries::join_path;
 use crate::catalog::{Entry, EntryKind};
@@ -255,12 +255,33 @@ impl Shared {
             immutable,
             owner: None,
             local: None,
+            listing: None,
         };
         Ok(match node {
             Node::VaultRoot | Node::KindDir(_) | Node::Work | Node::NameDir { .. } => dir(self.started, false),
-            Node::DatasetRoot(d) => dir(d.mtime, true),
-            Node::Entry { entry, .. } => entry_attr(entry),
+            Node::DatasetRoot(d) => Attr {
+                listing: self.listing_size(d, b"")?,
+                ..dir(d.mtime, true)
+            },
+            Node::Entry { dataset, entry } => self.dataset_entry_attr(dataset, entry)?,
         })
+    }
+
+    /// A dataset entry's attributes, with its listing size for a folder.
+    pub fn dataset_entry_attr(&self, dataset: &DatasetInfo, entry: &Entry) -> VfsResult<Attr> {
+        let mut attr = entry_attr(entry);
+        if entry.kind == EntryKind::Dir {
+            attr.listing = self.listing_size(dataset, &entry.path())?;
+        }
+        Ok(attr)
+    }
+
+    /// The size of a dataset folder's listing, if the catalog has listings for it.
+    fn listing_size(&self, dataset: &DatasetInfo, path: &[u8]) -> VfsResult<Option<ListingSize>> {
+        if !dataset.listed(self)? {
+            return Ok(None);
+        }
+        Ok(self.pool.with(|c| c.listing_size(dataset.id, path))?)
     }
 }
 
@@ -288,6 +309,7 @@ pub(crate) fn entry_attr(entry: &Entry) -> Attr {
         immutable: true,
         owner: None,
         local: None,
+        listing: None,
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use crate::catalog::ListingSize;
 use crate::error::Error;
 
 /// What a view operation failed with. [`VfsError::errno`] turns it into the errno a mount
@@ -155,6 +156,10 @@ pub struct Attr {
     /// What a local file system says of an upper-layer entry (link count, access and change
     /// times, device number); `None` for dataset nodes: one link, every time = `mtime`.
     pub local: Option<LocalStat>,
+    /// A dataset folder's listing size, when the catalog has listings (a mount sizes the
+    /// folder's block size by it, which readers size their `getdents` buffer by); `None`
+    /// for everything else.
+    pub listing: Option<ListingSize>,
 }
 
 /// The `stat` fields of an upper-layer entry that dataset nodes do not have.

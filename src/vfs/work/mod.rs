@@ -91,6 +91,7 @@ pub(crate) fn meta_attr(ino: u64, m: &at::Meta) -> Attr {
             ctime: m.ctime,
             rdev: m.rdev as u32,
         }),
+        listing: None,
     }
 }
 
