@@ -45,6 +45,20 @@ impl Catalog {
             "INSERT INTO listings (dataset_id, parent, page, count, packed) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut folders: HashSet<Vec<u8>> = HashSet::from([Vec::new()]);
+        let mut listed: HashSet<Vec<u8>> = HashSet::new();
+        let mut write = |page: &PageWriter| -> Result<()> {
+            if page.count > 0 {
+                insert.execute(params![
+                    dataset_id,
+                    page.parent,
+                    page.number,
+                    page.count as i64,
+                    page.children
+                ])?;
+                listed.insert(page.parent.clone());
+            }
+            Ok(())
+        };
         let mut page = PageWriter::default();
         let mut rows = rows.query([dataset_id])?;
         while let Some(r) = rows.next()? {
@@ -53,35 +67,12 @@ impl Catalog {
                 folders.insert(join_path(&parent, &name));
             }
             if page.parent != parent || page.count == PAGE_CHILDREN {
-                if page.count > 0 {
-                    insert.execute(params![
-                        dataset_id,
-                        page.parent,
-                        page.number,
-                        page.count as i64,
-                        page.children
-                    ])?;
-                }
+                write(&page)?;
                 page = page.next(parent);
             }
             page.push(id, kind as u8, &name);
         }
-        if page.count > 0 {
-            insert.execute(params![
-                dataset_id,
-                page.parent,
-                page.number,
-                page.count as i64,
-                page.children
-            ])?;
-        }
-        let mut listed: HashSet<Vec<u8>> = HashSet::new();
-        let mut first_pages = self
-            .conn()
-            .prepare("SELECT parent FROM listings WHERE dataset_id = ?1 AND page = 0")?;
-        for parent in first_pages.query_map([dataset_id], |r| r.get::<_, Vec<u8>>(0))? {
-            listed.insert(parent?);
-        }
+        write(&page)?;
         for empty in folders.difference(&listed) {
             insert.execute(params![dataset_id, empty, 0, 0, Vec::<u8>::new()])?;
         }
