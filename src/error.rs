@@ -138,7 +138,7 @@ pub enum Error {
     #[error("pack {pack} is damaged: {detail}")]
     CorruptPack { pack: PackId, detail: String },
     /// A folder listing in the catalog does not decode (schema 4, `catalog::listings`).
-    #[error("the catalog's listing of folder '{folder}' in dataset #{dataset_id} is damaged: run `dsvault verify`, and restore catalog.db from a backup or re-sync the dataset")]
+    #[error("the catalog's listing of folder '{folder}' in dataset #{dataset_id} is damaged (the data is not): run `dsvault verify`, and see docs/data.md on repairing a listing")]
     DamagedListing { dataset_id: i64, folder: String },
     #[error("pack {0} is missing from the store")]
     MissingPack(PackId),

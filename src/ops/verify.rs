@@ -156,7 +156,7 @@ fn check_dataset(vault: &Vault, catalog: &Catalog, d: &DatasetRow, report: &mut 
             "listing",
             Some(d),
             Some(String::from_utf8_lossy(&folder).into_owned()),
-            "the catalog's listing of this folder does not match its entries (the mount would list it wrong): restore catalog.db from a backup, or remove the dataset here and sync it again".into(),
+            "the catalog's listing of this folder does not match its entries (the mount fails to list it; the data is intact): restore catalog.db from a backup, or with an object store sync a fresh vault on it (docs/data.md)".into(),
         ));
     }
     Ok(())
