@@ -342,6 +342,29 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_decode_to_children_or_damage_without_panicking() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let read: Vec<Option<ChildName>> = PageReader::new(&bytes).collect();
+            // At most one child per 3 bytes (id, kind, length, a name byte), and a damaged
+            // child is the last thing read.
+            assert!(read.len() <= len / 3 + 1);
+            assert!(read.iter().rev().skip(1).all(Option::is_some));
+            for child in read.iter().flatten() {
+                assert!(!child.name.is_empty() && child.name.len() <= len);
+            }
+        }
+    }
+
+    #[test]
     fn a_damaged_page_reads_as_damaged_never_as_other_children() {
         let mut page = PageWriter::default();
         page.push(5, 0, b"file");
