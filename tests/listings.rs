@@ -203,3 +203,55 @@ fn verify_names_each_folder_whose_listing_was_tampered_with() {
     named.sort();
     assert_eq!(named, ["big", "ghost", "nested/a", "odd"], "{report}");
 }
+
+/// A vault from before schema 4: the first command of a newer dsvault migrates it and writes
+/// the listings of the datasets it already had, exactly as a seal would have; `verify`
+/// passes and the listings page like the entries.
+#[test]
+fn upgrading_a_vault_writes_the_listings_of_its_datasets() {
+    let (vault, catalog, id) = ingested();
+    drop(catalog);
+    let written: Vec<(Vec<u8>, i64, i64, Vec<u8>)> = listing_rows(&vault);
+    // Back to schema 3: no listings table, no triggers on it.
+    vault
+        .catalog()
+        .execute_batch(
+            "DROP TRIGGER listings_sealed_no_insert; DROP TRIGGER listings_no_update; \
+             DROP TRIGGER listings_sealed_no_delete; DROP TABLE listings; PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    vault.run(["ls"]).ok();
+    let conn = vault.catalog();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, dsvault::catalog::SCHEMA_VERSION as i64);
+    assert_eq!(
+        listing_rows(&vault),
+        written,
+        "the upgrade wrote other listings than a seal"
+    );
+    // The insert trigger is back.
+    let err = conn
+        .execute(
+            "INSERT INTO listings (dataset_id, parent, page, count, packed) VALUES (?1, CAST('x' AS BLOB), 0, 0, x'')",
+            [id],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dsvault: listings can only be added to a pending dataset"),
+        "{err}"
+    );
+    vault.verify();
+}
+
+/// Every listing row of the vault: (parent, page, count, packed).
+fn listing_rows(vault: &TestVault) -> Vec<(Vec<u8>, i64, i64, Vec<u8>)> {
+    let conn = vault.catalog();
+    let mut stmt = conn
+        .prepare("SELECT parent, page, count, packed FROM listings ORDER BY dataset_id, parent, page")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}

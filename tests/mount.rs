@@ -741,8 +741,8 @@ fn files_listed_without_attributes_stat_and_read_like_the_source() {
     }
 }
 
-/// Datasets sealed before schema 4 have no folder listings: the mount lists them from the
-/// entries instead, bare or described, folders past a listing page too. A listing damaged
+/// A dataset whose folder listings were removed behind the catalog's triggers (every dataset
+/// has them since schema 4, whose migration writes them) is listed from the entries instead, bare or described, folders past a listing page too. A listing damaged
 /// behind the catalog's back fails that folder's listing with EIO, never shows other names,
 /// and leaves the other folders listing.
 #[test]

@@ -10,9 +10,11 @@
 //! its entry id and the previous child's (the first: from 0), its kind as one byte (0 file,
 //! 1 folder, 2 symlink), the LEB128 length of its name, and the name's bytes.
 //!
-//! Owns: the `listings` table, its encoding and the check that it matches `entries`.
-//! Never: decides which listings a mount reads; datasets sealed before schema 4 have none,
-//! and callers list those from `entries`.
+//! Owns: the `listings` table, its encoding, the check that it matches `entries`, and the
+//! migration to schema 4 writing the listings of datasets sealed before it.
+//! Never: decides which listings a mount reads. Every sealed dataset has listings once the
+//! catalog is at schema 4; one that lacks them all the same (rows removed behind the
+//! triggers) is listed from `entries` by callers, and named by `verify`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -24,6 +26,12 @@ use crate::error::{Error, Result};
 
 /// Children per listing page.
 pub const PAGE_CHILDREN: usize = 1024;
+
+/// The catalog schema that added listings (`schema/0004_listings.sql`).
+pub(super) const SCHEMA: usize = 4;
+
+/// The trigger that refuses listings for sealed datasets, as the migration creates it.
+const SEALED_NO_INSERT: &str = "listings_sealed_no_insert";
 
 /// How large a folder's listing is: its children and the bytes they take packed (about
 /// three bytes each plus their names).
@@ -79,7 +87,37 @@ impl Catalog {
         Ok(())
     }
 
-    /// Does dataset `dataset_id` have listings (sealed with schema 4 or later)?
+    /// Write the listings of every dataset sealed before schema 4, inside the migration's
+    /// transaction, so that upgraded vaults list as fast as new ones. The trigger that
+    /// refuses listings for sealed datasets is lifted for this and put back as the migration
+    /// wrote it, before the transaction commits.
+    pub(super) fn backfill_listings(&self) -> Result<()> {
+        let sealed: Vec<i64> = self
+            .conn()
+            .prepare("SELECT id FROM datasets WHERE state = 'sealed' ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if sealed.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            "catalog schema {SCHEMA}: writing folder listings of {} datasets (once)",
+            sealed.len()
+        );
+        let trigger: String = self.conn().query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+            [SEALED_NO_INSERT],
+            |r| r.get(0),
+        )?;
+        self.conn().execute_batch(&format!("DROP TRIGGER {SEALED_NO_INSERT}"))?;
+        for id in sealed {
+            self.write_listings(id)?;
+        }
+        self.conn().execute_batch(&trigger)?;
+        Ok(())
+    }
+
+    /// Does dataset `dataset_id` have listings (its top folder's page 0)?
     pub fn has_listings(&self, dataset_id: i64) -> Result<bool> {
         Ok(self
             .conn()
@@ -170,11 +208,8 @@ impl Catalog {
 
     /// Folders of a sealed dataset whose listing differs from its entries (by id, kind,
     /// name or order), is damaged, or is missing, and listings of folders that do not exist:
-    /// what `verify` reports. Datasets without listings (sealed before schema 4) have none.
+    /// what `verify` reports.
     pub fn dataset_listing_mismatches(&self, dataset_id: i64) -> Result<Vec<Vec<u8>>> {
-        if !self.has_listings(dataset_id)? {
-            return Ok(Vec::new());
-        }
         // What the listings should say: every folder (the top one too), with its children.
         let mut want: HashMap<Vec<u8>, Vec<ChildName>> = HashMap::from([(Vec::new(), Vec::new())]);
         let mut stmt = self

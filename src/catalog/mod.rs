@@ -251,6 +251,9 @@ impl Catalog {
                     return Ok(());
                 }
                 c.conn.execute_batch(sql)?;
+                if i + 1 == listings::SCHEMA {
+                    c.backfill_listings()?;
+                }
                 c.conn.pragma_update(None, "user_version", i + 1)?;
                 Ok(())
             })?;

@@ -120,7 +120,8 @@ pub(crate) struct DatasetInfo {
     pub name: DatasetName,
     pub root: RootHash,
     pub mtime: SystemTime,
-    /// Has the catalog folder listings for it (sealed with schema 4 or later)? Asked once.
+    /// Has the catalog folder listings for it (every dataset does, unless rows were removed
+    /// behind the catalog's triggers)? Asked once.
     listed: std::sync::OnceLock<bool>,
 }
 
