@@ -46,9 +46,6 @@ impl Catalog {
     /// every folder (empty for an empty one) and one page more per [`PAGE_CHILDREN`]
     /// children. Part of sealing it.
     pub(super) fn write_listings(&self, dataset_id: i64) -> Result<()> {
-        let mut rows = self
-            .conn()
-            .prepare("SELECT id, parent, name, kind FROM entries WHERE dataset_id = ?1 ORDER BY parent, name")?;
         let mut insert = self.conn().prepare_cached(
             "INSERT INTO listings (dataset_id, parent, page, count, packed) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -68,21 +65,38 @@ impl Catalog {
             Ok(())
         };
         let mut page = PageWriter::default();
-        let mut rows = rows.query([dataset_id])?;
-        while let Some(r) = rows.next()? {
-            let (id, parent, name, kind): (i64, Vec<u8>, Vec<u8>, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-            if kind == EntryKind::Dir as i64 {
-                folders.insert(join_path(&parent, &name));
+        self.each_child(dataset_id, |parent, child| {
+            if child.kind == EntryKind::Dir {
+                folders.insert(join_path(&parent, &child.name));
             }
             if page.parent != parent || page.count == PAGE_CHILDREN {
                 write(&page)?;
-                page = page.next(parent);
+                page = std::mem::take(&mut page).next(parent);
             }
-            page.push(id, kind as u8, &name);
-        }
+            page.push(child.id, child.kind as u8, &child.name);
+            Ok(())
+        })?;
         write(&page)?;
         for empty in folders.difference(&listed) {
             insert.execute(params![dataset_id, empty, 0, 0, Vec::<u8>::new()])?;
+        }
+        Ok(())
+    }
+
+    /// Visit every entry of a dataset as (its folder's path, the child it is), by folder
+    /// path and then name: the order of listings.
+    fn each_child(&self, dataset_id: i64, mut f: impl FnMut(Vec<u8>, ChildName) -> Result<()>) -> Result<()> {
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT id, parent, name, kind FROM entries WHERE dataset_id = ?1 ORDER BY parent, name")?;
+        let mut rows = stmt.query([dataset_id])?;
+        while let Some(r) = rows.next()? {
+            let child = ChildName {
+                id: r.get(0)?,
+                name: r.get(2)?,
+                kind: EntryKind::from_i64(r.get(3)?).unwrap_or(EntryKind::File),
+            };
+            f(r.get(1)?, child)?;
         }
         Ok(())
     }
@@ -127,22 +141,8 @@ impl Catalog {
             .is_some())
     }
 
-    /// The size of folder `parent`'s listing, `None` when it has none.
-    pub fn listing_size(&self, dataset_id: i64, parent: &[u8]) -> Result<Option<ListingSize>> {
-        let (children, packed_bytes): (Option<i64>, Option<i64>) = self
-            .conn()
-            .prepare_cached(
-                "SELECT SUM(count), SUM(length(packed)) FROM listings WHERE dataset_id = ?1 AND parent = ?2",
-            )?
-            .query_row(params![dataset_id, parent], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(children.zip(packed_bytes).map(|(children, packed_bytes)| ListingSize {
-            children: children as u64,
-            packed_bytes: packed_bytes as u64,
-        }))
-    }
-
-    /// [`Catalog::listing_size`] of several folders at once (the folders of a listing page),
-    /// by path; folders without a listing are left out.
+    /// The listing sizes of folders (those of a listing page, or one), by path; folders
+    /// without a listing are left out.
     pub fn listing_sizes(&self, dataset_id: i64, folders: &[Vec<u8>]) -> Result<HashMap<Vec<u8>, ListingSize>> {
         const AT_ONCE: usize = 32;
         let mut stmt = self.conn().prepare_cached(&format!(
@@ -212,18 +212,13 @@ impl Catalog {
     pub fn dataset_listing_mismatches(&self, dataset_id: i64) -> Result<Vec<Vec<u8>>> {
         // What the listings should say: every folder (the top one too), with its children.
         let mut want: HashMap<Vec<u8>, Vec<ChildName>> = HashMap::from([(Vec::new(), Vec::new())]);
-        let mut stmt = self
-            .conn()
-            .prepare("SELECT id, parent, name, kind FROM entries WHERE dataset_id = ?1 ORDER BY parent, name")?;
-        let mut rows = stmt.query([dataset_id])?;
-        while let Some(r) = rows.next()? {
-            let (id, parent, name, kind): (i64, Vec<u8>, Vec<u8>, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-            let kind = EntryKind::from_i64(kind).unwrap_or(EntryKind::File);
-            if kind == EntryKind::Dir {
-                want.entry(join_path(&parent, &name)).or_default();
+        self.each_child(dataset_id, |parent, child| {
+            if child.kind == EntryKind::Dir {
+                want.entry(join_path(&parent, &child.name)).or_default();
             }
-            want.entry(parent).or_default().push(ChildName { id, name, kind });
-        }
+            want.entry(parent).or_default().push(child);
+            Ok(())
+        })?;
         let mut stmt = self
             .conn()
             .prepare("SELECT DISTINCT parent FROM listings WHERE dataset_id = ?1")?;
