@@ -239,16 +239,12 @@ fn dataset_page(
         }
         described = fetch_entries(shared, dataset.id, path, start, max, &out, &wanted)?;
     }
-    let folders: Vec<Vec<u8>> = described
+    let folders = described
         .iter()
         .filter(|(_, e)| e.kind == EntryKind::Dir)
         .map(|(_, e)| e.path())
         .collect();
-    let mut listing_sizes = if !folders.is_empty() && dataset.listed(shared)? {
-        shared.pool.with(|c| c.listing_sizes(dataset.id, &folders))?
-    } else {
-        HashMap::new()
-    };
+    let mut listing_sizes = shared.listing_sizes(dataset, folders)?;
     for (i, entry) in described {
         let mut attr = entry_attr(&entry);
         if entry.kind == EntryKind::Dir {

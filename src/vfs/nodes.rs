@@ -260,28 +260,31 @@ impl Shared {
         Ok(match node {
             Node::VaultRoot | Node::KindDir(_) | Node::Work | Node::NameDir { .. } => dir(self.started, false),
             Node::DatasetRoot(d) => Attr {
-                listing: self.listing_size(d, b"")?,
+                listing: self.listing_sizes(d, vec![Vec::new()])?.remove(&b""[..]),
                 ..dir(d.mtime, true)
             },
-            Node::Entry { dataset, entry } => self.dataset_entry_attr(dataset, entry)?,
+            Node::Entry { dataset, entry } => {
+                let mut attr = entry_attr(entry);
+                if entry.kind == EntryKind::Dir {
+                    let path = entry.path();
+                    attr.listing = self.listing_sizes(dataset, vec![path.clone()])?.remove(&path);
+                }
+                attr
+            }
         })
     }
 
-    /// A dataset entry's attributes, with its listing size for a folder.
-    pub fn dataset_entry_attr(&self, dataset: &DatasetInfo, entry: &Entry) -> VfsResult<Attr> {
-        let mut attr = entry_attr(entry);
-        if entry.kind == EntryKind::Dir {
-            attr.listing = self.listing_size(dataset, &entry.path())?;
+    /// The listing sizes of dataset folders, by path; none when the catalog has no listings
+    /// for the dataset.
+    pub fn listing_sizes(
+        &self,
+        dataset: &DatasetInfo,
+        folders: Vec<Vec<u8>>,
+    ) -> VfsResult<HashMap<Vec<u8>, ListingSize>> {
+        if folders.is_empty() || !dataset.listed(self)? {
+            return Ok(HashMap::new());
         }
-        Ok(attr)
-    }
-
-    /// The size of a dataset folder's listing, if the catalog has listings for it.
-    fn listing_size(&self, dataset: &DatasetInfo, path: &[u8]) -> VfsResult<Option<ListingSize>> {
-        if !dataset.listed(self)? {
-            return Ok(None);
-        }
-        Ok(self.pool.with(|c| c.listing_size(dataset.id, path))?)
+        Ok(self.pool.with(|c| c.listing_sizes(dataset.id, &folders))?)
     }
 }
 
