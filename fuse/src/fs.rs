@@ -235,8 +235,6 @@ impl<V: WritableView> ViewFs<V> {
     }
 }
 
-/// What READDIRPLUS sends for an entry listed without attributes: nodeid (`ino`) 0 and the
-/// entry's type; the kernel reads nothing else of it.
 /// The block size of a dataset folder: a power of two from 32 KiB (glibc's smallest
 /// `getdents` buffer) to [`MAX_IO`] (the kernel's largest READDIRPLUS, max_pages) that holds
 /// its whole READDIRPLUS listing. glibc's `opendir` sizes its buffer by it, and the kernel
@@ -250,6 +248,8 @@ fn folder_blksize(listing: ListingSize) -> u32 {
     bytes.clamp(32 << 10, u64::from(MAX_IO)).next_power_of_two() as u32
 }
 
+/// What READDIRPLUS sends for an entry listed without attributes: nodeid (`ino`) 0 and the
+/// entry's type; the kernel reads nothing else of it.
 fn bare_attr(kind: NodeKind) -> FileAttr {
     FileAttr {
         ino: INodeNo(0),
