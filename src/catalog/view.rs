@@ -55,9 +55,9 @@ impl Catalog {
 
     /// Name, kind and id of a folder's children by name, after `after` (`None`: from the
     /// first) or skipping the first `skip` when `after` is `None` and `skip` is not 0: what a
-    /// listing without attributes needs. Reads the `(dataset_id, parent, name)` index and the
-    /// entry's row, where a full [`Entry`] also joins its content (about half the work per
-    /// entry; a 300,000-file `find -type f` lists nothing else).
+    /// listing without attributes needs when the dataset has no packed listings
+    /// ([`Catalog::listed_children`]). Reads the `(dataset_id, parent, name)` index and the
+    /// entry's row, where a full [`Entry`] also joins its content.
     pub fn child_names(
         &self,
         dataset_id: i64,
@@ -66,21 +66,17 @@ impl Catalog {
         skip: u64,
         limit: usize,
     ) -> Result<Vec<ChildName>> {
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT e.id, e.name, e.kind FROM entries e
-             WHERE e.dataset_id = ?1 AND e.parent = ?2 AND e.name > ?3
-             ORDER BY e.name LIMIT ?4 OFFSET ?5",
-        )?;
-        // Names are never empty: after "" is from the first (see `Catalog::children`).
-        let after = after.unwrap_or_default();
-        let rows = stmt.query_map(params![dataset_id, parent, after, limit as i64, skip as i64], |r| {
-            Ok(ChildName {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                kind: EntryKind::from_i64(r.get(2)?).unwrap_or(EntryKind::File),
-            })
-        })?;
-        rows.map(|r| r.map_err(Error::from)).collect()
+        self.children_page(
+            "SELECT e.id, e.name, e.kind FROM entries e",
+            (dataset_id, parent, after, skip, limit),
+            |r| {
+                Ok(ChildName {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: EntryKind::from_i64(r.get(2)?).unwrap_or(EntryKind::File),
+                })
+            },
+        )
     }
 
     /// [`Catalog::child_names`] with every column: children of a folder by name, after
@@ -93,16 +89,27 @@ impl Catalog {
         skip: u64,
         limit: usize,
     ) -> Result<Vec<Entry>> {
+        self.children_page(
+            entries::SELECT,
+            (dataset_id, parent, after, skip, limit),
+            entries::from_row,
+        )
+    }
+
+    /// One page of a folder's children, `select` (over `entries e`) mapped by `map`: the page
+    /// query both [`Catalog::child_names`] and [`Catalog::children_from`] run.
+    fn children_page<T>(
+        &self,
+        select: &str,
+        (dataset_id, parent, after, skip, limit): (i64, &[u8], Option<&[u8]>, u64, usize),
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
         let mut stmt = self.conn().prepare_cached(&format!(
-            "{} WHERE e.dataset_id = ?1 AND e.parent = ?2 AND e.name > ?3 ORDER BY e.name LIMIT ?4 OFFSET ?5",
-            entries::SELECT
+            "{select} WHERE e.dataset_id = ?1 AND e.parent = ?2 AND e.name > ?3 ORDER BY e.name LIMIT ?4 OFFSET ?5"
         ))?;
         // Names are never empty: after "" is from the first (see `Catalog::children`).
         let after = after.unwrap_or_default();
-        let rows = stmt.query_map(
-            params![dataset_id, parent, after, limit as i64, skip as i64],
-            entries::from_row,
-        )?;
+        let rows = stmt.query_map(params![dataset_id, parent, after, limit as i64, skip as i64], map)?;
         rows.map(|r| r.map_err(Error::from)).collect()
     }
 
