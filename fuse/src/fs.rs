@@ -434,23 +434,16 @@ impl<V: WritableView> Filesystem for ViewFs<V> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.guarded("opendir", || {
-            let immutable = match self.view.getattr(ino.0) {
-                Ok(a) if a.kind != NodeKind::Dir => return reply.error(errno(&VfsError::NotADirectory)),
-                Ok(a) => a.immutable,
-                Err(e) => return reply.error(errno(&e)),
-            };
-            match self.view.opendir(ino.0) {
-                Ok(fh) => {
-                    let flags = if immutable && self.folders.listed_before(ino.0) {
-                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(fh), flags)
-                }
-                Err(e) => reply.error(errno(&e)),
+        self.guarded("opendir", || match self.view.opendir(ino.0) {
+            Ok(dir) => {
+                let flags = if dir.immutable && self.folders.listed_before(ino.0) {
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(dir.fh), flags)
             }
+            Err(e) => reply.error(errno(&e)),
         });
     }
 

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use dsvault::vfs::{Attr, DirEntry, NodeKind, ReadOnlyView, StatFs, VfsError, VfsResult, WritableView};
+use dsvault::vfs::{Attr, DirEntry, NodeKind, OpenedDir, ReadOnlyView, StatFs, VfsError, VfsResult, WritableView};
 use dsvault_fuse::{Mount, MountOptions};
 
 /// The suite's one rule for tests that need root and /dev/fuse.
@@ -67,8 +67,11 @@ impl ReadOnlyView for Fake {
     fn readlink(&self, _ino: u64) -> VfsResult<Vec<u8>> {
         Err(VfsError::NotASymlink)
     }
-    fn opendir(&self, _ino: u64) -> VfsResult<u64> {
-        Ok(1)
+    fn opendir(&self, ino: u64) -> VfsResult<OpenedDir> {
+        if attr(ino)?.kind != NodeKind::Dir {
+            return Err(VfsError::NotADirectory);
+        }
+        Ok(OpenedDir { fh: 1, immutable: true })
     }
     fn readdir(&self, ino: u64, _fh: u64, offset: u64, _max: usize) -> VfsResult<Vec<DirEntry>> {
         if ino != 1 {

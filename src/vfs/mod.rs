@@ -42,8 +42,8 @@ pub mod work;
 pub use cache::ChunkCache;
 pub use reader::{DatasetPath, DatasetReader, InvalidPath, PathInfo};
 pub use view::{
-    Attr, Caller, Describe, DescribeNone, DirEntry, ListingSize, LocalStat, NodeKind, ReadOnlyView, SetAttr, SetTime,
-    StatFs, VfsError, VfsResult, WritableView,
+    Attr, Caller, Describe, DescribeNone, DirEntry, ListingSize, LocalStat, NodeKind, OpenedDir, ReadOnlyView, SetAttr,
+    SetTime, StatFs, VfsError, VfsResult, WritableView,
 };
 
 use std::path::Path;
@@ -300,15 +300,21 @@ impl ReadOnlyView for Vfs {
     }
 
     /// Open a folder for listing; returns a handle for [`Vfs::readdir`].
-    fn opendir(&self, ino: u64) -> VfsResult<u64> {
+    /// Dataset folders are immutable; the folders above datasets gain entries, and
+    /// workspaces change.
+    fn opendir(&self, ino: u64) -> VfsResult<OpenedDir> {
         if self.work(ino) {
-            return self.shared.work.opendir(&self.shared, ino);
+            let fh = self.shared.work.opendir(&self.shared, ino)?;
+            return Ok(OpenedDir { fh, immutable: false });
         }
         let node = self.shared.node(ino)?;
-        if self.shared.attr(&node)?.kind != NodeKind::Dir {
+        if matches!(&node, Node::Entry { entry, .. } if entry.kind != EntryKind::Dir) {
             return Err(VfsError::NotADirectory);
         }
-        Ok(self.shared.dirs.open(ino))
+        Ok(OpenedDir {
+            fh: self.shared.dirs.open(ino),
+            immutable: node.dataset().is_some(),
+        })
     }
 
     /// Up to `max` entries of folder `ino` after `offset` (0 = from the start). Offsets are

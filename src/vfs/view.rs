@@ -162,6 +162,14 @@ pub struct Attr {
     pub listing: Option<ListingSize>,
 }
 
+/// An open folder: its handle, and whether its listing never changes (a mount may let the
+/// kernel keep it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenedDir {
+    pub fh: u64,
+    pub immutable: bool,
+}
+
 /// The `stat` fields of an upper-layer entry that dataset nodes do not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalStat {
@@ -253,8 +261,9 @@ pub trait ReadOnlyView: Send + Sync + 'static {
     fn getattr(&self, ino: u64) -> VfsResult<Attr>;
     /// A symlink's target bytes.
     fn readlink(&self, ino: u64) -> VfsResult<Vec<u8>>;
-    /// Open a folder; the returned handle is passed to `readdir` and `releasedir`.
-    fn opendir(&self, ino: u64) -> VfsResult<u64>;
+    /// Open a folder ([`VfsError::NotADirectory`] for anything else); the returned handle is
+    /// passed to `readdir` and `releasedir`.
+    fn opendir(&self, ino: u64) -> VfsResult<OpenedDir>;
     /// Up to `max` entries after `offset` (0 = from the start); an empty list ends the
     /// listing.
     fn readdir(&self, ino: u64, fh: u64, offset: u64, max: usize) -> VfsResult<Vec<DirEntry>>;
